@@ -1,0 +1,5 @@
+import sys
+
+from innerloop.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The :class:`MetaLearner` contract that every method implements.
+
+Every meta-learner is an inner loop that turns a support set into a predictor (``adapt``), the
+predictor itself (``predict``), and an outer objective over a batch of tasks (``meta_loss``).
+The Trainer and the evaluation protocol only ever call these, so a new method plugs in by
+implementing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from innerloop.tasks.episodes import Episodes
+
+
+class MetaLearner(nn.Module):
+    """Base class of all meta-learners.
+
+    Class attributes:
+        name: registry name (``innerloop list`` shows it).
+        transductive: True when predictions for one query depend on the other queries (for
+            example BatchNorm in training mode at test time); evaluation reports print it.
+    """
+
+    name: str = "metalearner"
+    transductive: bool = False
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Any:
+        """The inner loop for one task: support set → task state."""
+        raise NotImplementedError
+
+    def predict(self, state: Any, query_x: Tensor) -> Tensor:
+        """The adapted predictor: task state and queries → logits ``[Q, ways]``."""
+        raise NotImplementedError
+
+    def query_logits(self, episodes: Episodes) -> Tensor:
+        """Logits ``[T, Q, ways]`` for every query of every task.
+
+        The default adapts to each task in turn; methods override it with a batched path that
+        computes the same numbers.
+        """
+        return torch.stack([
+            self.predict(self.adapt(episode.support_x, episode.support_y, episodes.ways),
+                         episode.query_x)
+            for episode in (episodes[t] for t in range(episodes.num_tasks))
+        ])
+
+    def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
+        """Outer objective: mean query cross-entropy over tasks, and the query accuracy."""
+        logits = self.query_logits(episodes)
+        loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten())
+        accuracy = (logits.argmax(-1) == episodes.query_y).float().mean()
+        return loss, {"accuracy": float(accuracy)}

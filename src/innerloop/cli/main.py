@@ -1,0 +1,131 @@
+"""The ``innerloop`` command: wires configs to the layers below, prints user errors plainly.
+
+    innerloop train CONFIG [--set key=value ...] [--run-dir DIR] [--data-root DIR]
+    innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
+    innerloop list
+    innerloop demo [--data-root DIR] [--run-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from innerloop.errors import InnerloopError
+
+RECIPES = Path(__file__).resolve().parents[3] / "configs"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from innerloop.config import load_config
+    from innerloop.evaluate.run import evaluate_run
+    from innerloop.train.trainer import Trainer
+
+    config = load_config(args.config, args.set)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    print(f"run directory: {run_dir}")
+    result = Trainer(config, run_dir, data_root=args.data_root, progress=not args.quiet).fit()
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation accuracy "
+          f"{100 * result.best_val_accuracy:.2f}% at step {result.best_step}")
+    if not args.no_eval:
+        report = evaluate_run(run_dir, "best", data_root=args.data_root)
+        print(report.markdown())
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from innerloop.evaluate.run import evaluate_run
+
+    overrides = list(args.set)
+    for flag in ("ways", "shots", "queries", "episodes", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"eval.{flag}={value}")
+    if args.split:
+        overrides.append(f"data.test_split={args.split}")
+    report = evaluate_run(args.run_dir, args.checkpoint, data_root=args.data_root, overrides=overrides)
+    print(report.markdown())
+    print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from innerloop.algorithms import ALGORITHMS
+    from innerloop.data import DATASETS
+    from innerloop.nn import BACKBONES
+
+    print("algorithms:")
+    for name, cls in sorted(ALGORITHMS.items()):
+        summary = (cls.__module__.rsplit(".", 2)[-2], "transductive" if cls.transductive else "inductive")
+        print(f"  {name:12s} {summary[0]}, {summary[1]}")
+    print("backbones:  " + ", ".join(sorted(BACKBONES)))
+    print("datasets:")
+    for name, spec in sorted(DATASETS.items()):
+        print(f"  {name:12s} splits: {', '.join(spec.splits)}")
+    if RECIPES.is_dir():
+        print("recipes:")
+        for recipe in sorted(RECIPES.rglob("*.yaml")):
+            print(f"  {recipe.relative_to(RECIPES.parent)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from innerloop.demo import run_demo
+
+    return run_demo(data_root=args.data_root, run_dir=args.run_dir, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="innerloop", description="Meta-learning in PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="meta-train a recipe, then evaluate its best checkpoint")
+    train.add_argument("config", help="YAML recipe, e.g. configs/omniglot/protonet-5w1s.yaml")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.steps=500 (repeatable)")
+    train.add_argument("--run-dir", help="run folder (default runs/<config name>); resumed if it holds a checkpoint")
+    train.add_argument("--data-root", help="folder holding <dataset>/ sub-folders (default $INNERLOOP_DATA)")
+    train.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="score a run on fixed seeded test episodes")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    evaluate.add_argument("--episodes", type=int)
+    evaluate.add_argument("--ways", type=int)
+    evaluate.add_argument("--shots", type=int)
+    evaluate.add_argument("--queries", type=int)
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--split", help="dataset split to score on (default: the run's data.test_split)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override an eval.* key")
+    evaluate.add_argument("--data-root")
+    evaluate.set_defaults(handler=_eval)
+
+    listing = commands.add_parser("list", help="algorithms, backbones, datasets and recipes")
+    listing.set_defaults(handler=_list)
+
+    demo = commands.add_parser("demo", help="train and evaluate a ProtoNet on Omniglot in a few minutes")
+    demo.add_argument("--data-root")
+    demo.add_argument("--run-dir", default="runs/demo")
+    demo.add_argument("--steps", type=int, default=None)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except InnerloopError as error:
+        print(f"innerloop: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("innerloop: interrupted; the run's last.pt holds the last completed step", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Typed run configuration: YAML → dataclasses, with ``--set key=value`` overrides.
+
+Unknown keys, wrong types and impossible values are rejected with a :class:`ConfigError` that
+names the key and what is allowed, before any data is loaded or any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from innerloop.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "omniglot"
+    root: str | None = None  # None: --data-root, else $INNERLOOP_DATA, else the user cache
+    image_size: int = 28
+    rotations: list[int] = field(default_factory=lambda: [0, 90, 180, 270])
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    download: bool = True
+
+
+@dataclass
+class ModelConfig:
+    algorithm: str = "protonet"
+    backbone: str = "conv4"
+    hidden_channels: int = 64
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "step"  # constant | step | cosine
+    step_size: int = 2000  # step schedule: multiply lr by gamma every step_size steps
+    gamma: float = 0.5
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    meta_batch_size: int = 1
+    ways: int = 60
+    shots: int = 1
+    queries: int = 5
+    log_every: int = 100
+    val_every: int = 1000
+    val_episodes: int = 300
+    checkpoint_every: int = 500
+
+
+@dataclass
+class EvalConfig:
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    episodes: int = 1000
+    seed: int = 0
+    batch_size: int = 50
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    num_threads: int = 2  # torch intra-op threads; 0 keeps torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_type)}, got {value!r}")
+        return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"'{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"unknown key '{(prefix + '.' if prefix else '') + str(unknown[0])}'; "
+                          f"keys allowed at {where}: {', '.join(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value (e.g. train.steps=100), got '{assignment}'")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Build and validate a :class:`Config` from nested dicts plus ``key=value`` overrides."""
+    tree = dict(values or {})
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    for assignment in overrides or []:
+        _apply_override(tree, assignment)
+    config = _build(Config, tree, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return config_from_dict(values, overrides)
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _choice(key: str, value: str, allowed: typing.Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+
+
+def validate(config: Config) -> None:
+    """Reject impossible values, naming the key and the allowed range."""
+    from innerloop.algorithms import ALGORITHMS
+    from innerloop.data import DATASETS
+    from innerloop.nn import BACKBONES
+    from innerloop.tasks.sampler import check_episode_shape
+    from innerloop.errors import TaskError
+
+    _choice("data.dataset", config.data.dataset, DATASETS)
+    spec = DATASETS[config.data.dataset]
+    _choice("model.algorithm", config.model.algorithm, ALGORITHMS)
+    _choice("model.backbone", config.model.backbone, BACKBONES)
+    _choice("optim.name", config.optim.name, ("adam", "sgd"))
+    _choice("optim.schedule", config.optim.schedule, ("constant", "step", "cosine"))
+    _at_least("seed", config.seed, 0)
+    _at_least("num_threads", config.num_threads, 0)
+    _at_least("data.image_size", config.data.image_size, 16)
+    if not config.data.rotations or any(r % 90 for r in config.data.rotations):
+        raise ConfigError(f"data.rotations must be a non-empty list of multiples of 90, "
+                          f"got {config.data.rotations}")
+    if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
+        raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
+    _at_least("model.hidden_channels", config.model.hidden_channels, 1)
+    if config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    _at_least("optim.weight_decay", config.optim.weight_decay, 0.0)
+    _at_least("optim.step_size", config.optim.step_size, 1)
+    if not 0 < config.optim.gamma <= 1:
+        raise ConfigError(f"optim.gamma must be in (0, 1], got {config.optim.gamma}")
+    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
+        raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+    train, evaluation = config.train, config.eval
+    for key in ("steps", "meta_batch_size", "log_every", "val_every", "val_episodes",
+                "checkpoint_every"):
+        _at_least(f"train.{key}", getattr(train, key), 1)
+    _at_least("eval.episodes", evaluation.episodes, 1)
+    _at_least("eval.batch_size", evaluation.batch_size, 1)
+    _at_least("eval.seed", evaluation.seed, 0)
+    rotations = tuple(config.data.rotations)
+    shapes = [("train", "train_split", train.ways, train.shots, train.queries),
+              ("eval", "val_split", evaluation.ways, evaluation.shots, evaluation.queries),
+              ("eval", "test_split", evaluation.ways, evaluation.shots, evaluation.queries)]
+    for section, split_key, ways, shots, queries in shapes:
+        split = getattr(config.data, split_key)
+        _choice(f"data.{split_key}", split, spec.splits)
+        try:
+            check_episode_shape(split, spec.num_classes(split, rotations), spec.examples_per_class,
+                                ways, shots, queries)
+        except TaskError as error:
+            raise ConfigError(f"{section}.ways/shots/queries: {error}") from None

@@ -1,0 +1,60 @@
+"""Real datasets as class-indexed tensor stores, found by name through :data:`DATASETS`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from innerloop.data import omniglot
+from innerloop.data.paths import resolve_data_root, store_cache_dir
+from innerloop.data.store import ClassSplit, TensorStore
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What configs need to know about a dataset before loading it, and how to load it."""
+
+    name: str
+    splits: tuple[str, ...]
+    base_classes: dict[str, int]  # classes per split before rotation augmentation
+    examples_per_class: int  # the smallest class's size
+    channels: int
+    load: Callable[..., TensorStore]
+    split: Callable[..., ClassSplit]
+
+    def num_classes(self, split: str, rotations: tuple[int, ...]) -> int:
+        return self.base_classes[split] * len(rotations)
+
+
+_order = omniglot.TRAINVAL_CHARACTERS
+DATASETS: dict[str, DatasetSpec] = {
+    "omniglot": DatasetSpec(
+        name="omniglot",
+        splits=omniglot.SPLITS,
+        base_classes={
+            "train": _order - omniglot.VAL_CHARACTERS,
+            "val": omniglot.VAL_CHARACTERS,
+            "trainval": _order,
+            "test": omniglot.TOTAL_CHARACTERS - _order,
+            "background": omniglot.EXPECTED_CHARACTERS["images_background"],
+            "evaluation": omniglot.EXPECTED_CHARACTERS["images_evaluation"],
+        },
+        examples_per_class=omniglot.DRAWINGS_PER_CHARACTER,
+        channels=1,
+        load=omniglot.load_omniglot,
+        split=omniglot.omniglot_split,
+    ),
+}
+
+
+def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,
+               rotations: tuple[int, ...] = (0,), download: bool = True) -> ClassSplit:
+    """Load ``dataset`` (decoding it once) and return the classes of ``split``."""
+    spec = DATASETS[dataset]
+    store = spec.load(root, image_size=image_size, download=download)
+    return spec.split(store, split, rotations=rotations)
+
+
+__all__ = ["DATASETS", "ClassSplit", "DatasetSpec", "TensorStore", "load_split",
+           "resolve_data_root", "store_cache_dir"]

@@ -1,0 +1,8 @@
+"""Episodes and how they are drawn: seeded vectorized sampling, fixed evaluation sets."""
+
+from innerloop.tasks.episodes import Episode, Episodes
+from innerloop.tasks.fixed import FixedEpisodes
+from innerloop.tasks.sampler import EpisodeIndices, EpisodeSampler, check_episode_shape
+
+__all__ = ["Episode", "EpisodeIndices", "EpisodeSampler", "Episodes", "FixedEpisodes",
+           "check_episode_shape"]
