@@ -189,7 +189,7 @@ class Trainer:
                 loss, metrics = self.learner.meta_loss(episodes)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
-                        f"the meta-loss became {float(loss)} at step {self.step + 1}; the update was "
+                        f"the meta-loss became {float(loss.detach())} at step {self.step + 1}; the update was "
                         f"not applied and {self.run_dir / LAST} holds the last good state. Lower "
                         f"optim.lr (now {lr:g}) or set optim.grad_clip, and start a new run.")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -198,7 +198,7 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.config.optim.grad_clip)
                 self.optimizer.step()
                 self.step += 1
-                interval["loss"] += float(loss)
+                interval["loss"] += float(loss.detach())
                 interval["accuracy"] += metrics.get("accuracy", float("nan"))
                 interval["count"] += 1
                 bar.update(1)

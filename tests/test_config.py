@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from innerloop.config import Config, config_from_dict, load_config
+from innerloop.errors import ConfigError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def test_defaults_are_valid():
+    assert isinstance(config_from_dict({}), Config)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_loads(recipe):
+    config = load_config(recipe)
+    assert config.name in recipe.read_text()
+
+
+def test_there_are_the_four_omniglot_protonet_recipes():
+    names = {p.name for p in RECIPES}
+    assert {f"protonet-{w}w{s}s.yaml" for w in (5, 20) for s in (1, 5)} <= names
+
+
+def test_unknown_key_names_the_key_and_the_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.stepz'; keys allowed at 'train': steps, "):
+        config_from_dict({"train": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="unknown key 'optimiser'; keys allowed at the top level"):
+        config_from_dict({"optimiser": {}})
+
+
+def test_wrong_types_are_rejected():
+    with pytest.raises(ConfigError, match=r"train\.steps: expected int, got 'many'"):
+        config_from_dict({"train": {"steps": "many"}})
+    with pytest.raises(ConfigError, match=r"train\.steps: expected int, got 1.5"):
+        config_from_dict({"train": {"steps": 1.5}})
+    with pytest.raises(ConfigError, match=r"data\.rotations\[1\]: expected int"):
+        config_from_dict({"data": {"rotations": [0, "ninety"]}})
+
+
+def test_floats_accept_integers_and_optional_accepts_null():
+    config = config_from_dict({"optim": {"lr": 1, "grad_clip": None}})
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.optim.grad_clip is None
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ConfigError, match="model.algorithm: 'mamal' is not one of protonet"):
+        config_from_dict({"model": {"algorithm": "mamal"}})
+    with pytest.raises(ConfigError, match="data.test_split: 'tset' is not one of train, val"):
+        config_from_dict({"data": {"test_split": "tset"}})
+
+
+def test_impossible_episode_shapes_are_rejected_before_any_work():
+    with pytest.raises(ConfigError, match=r"eval.ways/shots/queries: 500-way episodes need 500 classes "
+                                          r"but split 'val' has 400"):
+        config_from_dict({"eval": {"ways": 500}})
+    with pytest.raises(ConfigError, match=r"train.ways/shots/queries: shots \+ queries = 5 \+ 16 = 21"):
+        config_from_dict({"train": {"shots": 5, "queries": 16}})
+    with pytest.raises(ConfigError, match="optim.lr must be > 0"):
+        config_from_dict({"optim": {"lr": 0}})
+    with pytest.raises(ConfigError, match="data.rotations must be a non-empty list of multiples of 90"):
+        config_from_dict({"data": {"rotations": [0, 45]}})
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    config = config_from_dict({}, ["train.steps=7", "optim.lr=0.01", "data.rotations=[0]",
+                                   "optim.grad_clip=null", "name=quick"])
+    assert (config.train.steps, config.optim.lr, config.data.rotations) == (7, 0.01, [0])
+    assert config.optim.grad_clip is None and config.name == "quick"
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        config_from_dict({}, ["train.steps"])
+
+
+def test_missing_and_malformed_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import math
+
+import torch
+
+from innerloop.evaluate import EvaluationReport, mean_and_ci95
+
+
+def test_ci95_is_the_normal_interval_of_the_mean():
+    values = torch.tensor([0.8, 1.0, 0.6, 0.9, 0.7], dtype=torch.float64)
+    mean, ci95 = mean_and_ci95(values)
+    assert math.isclose(mean, 0.8, rel_tol=1e-12)
+    sample_std = math.sqrt(sum((v - 0.8) ** 2 for v in [0.8, 1.0, 0.6, 0.9, 0.7]) / 4)
+    assert math.isclose(ci95, 1.96 * sample_std / math.sqrt(5), rel_tol=1e-12)
+    assert math.isnan(mean_and_ci95(torch.tensor([1.0]))[1])
+
+
+def test_report_is_saved_as_json_and_markdown(tmp_path):
+    report = EvaluationReport(method="protonet", transductive=False, dataset="omniglot", split="test",
+                              ways=5, shots=1, queries=15, episodes=1000, seed=0, accuracy=0.98765,
+                              ci95=0.00123, checkpoint="best.pt", step=100, seconds=1.5, date="2026-11-29")
+    json_path, markdown_path = report.save(tmp_path)
+    assert json_path.name == "eval-test-5w1s.json"
+    text = markdown_path.read_text()
+    assert "98.77% ± 0.12%" in text and "transductive | no" in text and "1000 (seed 0)" in text
