@@ -60,6 +60,7 @@ class TrainConfig:
     val_every: int = 1000
     val_episodes: int = 300
     checkpoint_every: int = 500
+    channels_last: bool = True  # NHWC memory layout: about 1.2x faster Conv-4 steps on CPU
 
 
 @dataclass

@@ -2,13 +2,13 @@
 
 For a meta-batch of ``T`` tasks, :meth:`EpisodeSampler.sample_indices` draws
 
-* ``ways`` distinct classes per task: the first ``ways`` entries of a random permutation of the
-  split's classes (``torch.rand(T, C).argsort``), so every class is equally likely;
+* ``ways`` distinct classes per task: the ``ways`` largest of ``C`` independent uniform keys
+  (``torch.rand(T, C).topk``), a uniformly random ``ways``-subset in random order;
 * ``shots + queries`` distinct examples per chosen class: the first entries of a random
   permutation of that class's examples (positions past a class's count are pushed last);
 
-and :meth:`EpisodeSampler.gather` turns those indices into images with one index operation and one
-rotation pass. No Python loop runs over tasks or images. All randomness comes from the
+and :meth:`EpisodeSampler.gather` turns those indices into images with one index operation and,
+for rotated classes, one ``torch.gather`` that permutes each image's pixels. No Python loop runs over tasks or images. All randomness comes from the
 ``torch.Generator`` passed in, so the same seed gives the same episodes on every machine.
 """
 
@@ -55,12 +55,20 @@ class EpisodeSampler:
         self._offsets = store.class_offsets[split.base_classes]
         self._counts = store.class_counts[split.base_classes]
         self._max_count = int(self._counts.max())
+        height, width = store.images.shape[-2:]
+        pixels = torch.arange(height * width).view(height, width)
+        # _pixel_order[k]: flat pixel indices of an image rotated by k quarter turns.
+        self._pixel_order = torch.stack([torch.rot90(pixels, k, dims=(0, 1)).reshape(-1)
+                                         for k in range(4)]) if height == width else None
+        if self._pixel_order is None and bool((split.quarter_turns % 2 == 1).any()):
+            raise TaskError(f"split '{split.name}' rotates non-square {height}x{width} images by 90 "
+                            f"degrees; use rotations of 0 and 180 only")
 
     def sample_indices(self, num_tasks: int, generator: torch.Generator) -> EpisodeIndices:
         """Draw the classes and example rows of ``num_tasks`` episodes."""
         num_classes = self.split.num_classes
         per_class = self.shots + self.queries
-        class_ids = torch.rand(num_tasks, num_classes, generator=generator).argsort(dim=1)[:, :self.ways]
+        class_ids = torch.rand(num_tasks, num_classes, generator=generator).topk(self.ways, dim=1).indices
         keys = torch.rand(num_tasks, self.ways, self._max_count, generator=generator)
         counts = self._counts[class_ids]  # [T, ways]
         beyond = torch.arange(self._max_count) >= counts.unsqueeze(-1)
@@ -73,18 +81,17 @@ class EpisodeSampler:
         """Turn indices into float images in ``[0, 1]`` with a channel axis, rotated per class."""
         store = self.split.store
         num_tasks = indices.rows.shape[0]
-        images = store.images[indices.rows]  # [T, ways, per_class, H, W] uint8
+        images = store.images[indices.rows]  # [T, ways, per_class, (C,) H, W] uint8
         turns = self.split.quarter_turns[indices.class_ids]  # [T, ways]
-        if bool((turns != 0).any()):
-            rotated = images.clone()
-            for quarter in (1, 2, 3):
-                chosen = turns == quarter
-                if bool(chosen.any()):
-                    rotated[chosen] = torch.rot90(images[chosen], k=quarter, dims=(-2, -1))
-            images = rotated
-        images = images.to(torch.float32).div_(255.0).unsqueeze(3)  # channel axis
-        support_x = images[:, :, :self.shots].reshape(num_tasks, self.ways * self.shots, *images.shape[3:])
-        query_x = images[:, :, self.shots:].reshape(num_tasks, self.ways * self.queries, *images.shape[3:])
+        if self._pixel_order is not None and bool((turns != 0).any()):
+            shape = images.shape
+            flat = images.reshape(*shape[:3], -1, shape[-2] * shape[-1])  # [T, ways, per_class, C, H*W]
+            order = self._pixel_order[turns][:, :, None, None, :].expand_as(flat)
+            images = torch.gather(flat, -1, order).reshape(shape)
+        if images.dim() == 5:  # single-channel store: add the channel axis
+            images = images.unsqueeze(3)
+        support_x = to_unit_float(images[:, :, :self.shots].flatten(1, 2))
+        query_x = to_unit_float(images[:, :, self.shots:].flatten(1, 2))
         labels = torch.arange(self.ways)
         return Episodes(
             support_x=support_x,
@@ -98,6 +105,11 @@ class EpisodeSampler:
     def sample(self, num_tasks: int, generator: torch.Generator) -> Episodes:
         """Draw a meta-batch of ``num_tasks`` episodes."""
         return self.gather(self.sample_indices(num_tasks, generator))
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """``uint8`` in ``0..255`` → ``float32`` in ``[0, 1]``."""
+    return images.to(torch.float32).div_(255.0)
 
 
 def check_episode_shape(split_name: str, num_classes: int, min_examples: int,
