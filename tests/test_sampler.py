@@ -122,3 +122,13 @@ def test_fixed_episodes_do_not_depend_on_batch_size(coded_split):
     assert in_fives.shape[0] == 23
     assert torch.equal(in_fives, all_at_once)
     assert torch.equal(FixedEpisodes(sampler, 23, seed=11).indices.rows, fixed.indices.rows)
+
+
+def test_episodes_index_and_slice_by_task(coded_split):
+    episodes = EpisodeSampler(coded_split, ways=3, shots=2, queries=1).sample(4, torch.Generator().manual_seed(9))
+    one = episodes[2]
+    assert one.support_x.shape == (6, 1, 4, 4) and one.query_y.tolist() == [0, 1, 2]
+    assert torch.equal(one.class_ids, episodes.class_ids[2])
+    part = episodes.slice(1, 3)
+    assert len(part) == 2 and torch.equal(part.query_x, episodes.query_x[1:3])
+    assert (part.ways, part.shots, part.queries) == (3, 2, 1)

@@ -10,8 +10,10 @@ label; query examples likewise, ``queries`` per label. One :class:`Episode` is t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -30,17 +32,11 @@ class Episode:
 
 
 @dataclass(frozen=True)
-class Episodes:
-    """A batch of ``num_tasks`` episodes with the same ways, shots and queries."""
+class Episodes(Episode):
+    """A batch of ``num_tasks`` episodes with the same ways, shots and queries.
 
-    support_x: Tensor
-    support_y: Tensor
-    query_x: Tensor
-    query_y: Tensor
-    ways: int
-    shots: int
-    queries: int
-    class_ids: Tensor
+    The fields are those of :class:`Episode` with a leading task dimension.
+    """
 
     @property
     def num_tasks(self) -> int:
@@ -49,18 +45,17 @@ class Episodes:
     def __len__(self) -> int:
         return self.num_tasks
 
-    def __getitem__(self, task: int) -> Episode:
-        return Episode(self.support_x[task], self.support_y[task], self.query_x[task],
-                       self.query_y[task], self.ways, self.shots, self.queries,
-                       self.class_ids[task])
+    def _map(self, function: Callable[[Tensor], Tensor], cls: type[Episode]) -> Episode:
+        return cls(function(self.support_x), function(self.support_y), function(self.query_x),
+                   function(self.query_y), self.ways, self.shots, self.queries,
+                   function(self.class_ids))
 
-    def to(self, device: str) -> Episodes:
-        return Episodes(self.support_x.to(device), self.support_y.to(device),
-                        self.query_x.to(device), self.query_y.to(device), self.ways,
-                        self.shots, self.queries, self.class_ids)
+    def __getitem__(self, task: int) -> Episode:
+        return self._map(lambda tensor: tensor[task], Episode)
+
+    def to(self, device: str | torch.device) -> Episodes:
+        return self._map(lambda tensor: tensor.to(device), Episodes)
 
     def slice(self, start: int, stop: int) -> Episodes:
         """Tasks ``start..stop-1`` (used to split a meta-batch across ranks or chunks)."""
-        return Episodes(self.support_x[start:stop], self.support_y[start:stop],
-                        self.query_x[start:stop], self.query_y[start:stop], self.ways,
-                        self.shots, self.queries, self.class_ids[start:stop])
+        return self._map(lambda tensor: tensor[start:stop], Episodes)
