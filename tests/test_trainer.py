@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -30,18 +29,31 @@ def splits(omniglot_store):
 
 
 def crash_at(trainer: Trainer, call: int, error: Exception | None = None, loss=None) -> None:
-    """Make the learner's meta_loss fail (or return ``loss``) on its ``call``-th use."""
+    """On its ``call``-th use, the learner's meta_loss runs (moving BatchNorm statistics), then
+    raises ``error`` or returns ``loss(real_loss, learner)`` instead of the real loss."""
     original, calls = trainer.learner.meta_loss, [0]
 
     def failing(episodes):
         calls[0] += 1
+        result = original(episodes)
         if calls[0] == call:
             if error is not None:
                 raise error
-            return loss, {}
-        return original(episodes)
+            return loss(result[0], trainer.learner), {}
+        return result
 
     trainer.learner.meta_loss = failing
+
+
+def crash_in_validation(trainer: Trainer) -> None:
+    original = trainer.learner.query_logits
+
+    def failing(episodes):
+        if not trainer.learner.training:
+            raise RuntimeError("simulated crash")
+        return original(episodes)
+
+    trainer.learner.query_logits = failing
 
 
 def metric_lines(run_dir):
@@ -51,27 +63,37 @@ def metric_lines(run_dir):
     return lines
 
 
-def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, splits):
-    config = quick_config()
+@pytest.mark.parametrize("crash", ["during step 4", "during step 5", "during validation at step 3"])
+def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, splits, crash):
+    config = quick_config(train={"log_every": 3, "val_every": 3, "checkpoint_every": 2})
     Trainer(config, tmp_path / "straight", splits=splits, progress=False).fit()
 
     interrupted = Trainer(config, tmp_path / "resumed", splits=splits, progress=False)
-    crash_at(interrupted, 5, RuntimeError("simulated crash"))
+    if "validation" in crash:
+        crash_in_validation(interrupted)
+    else:
+        crash_at(interrupted, int(crash[-1]), RuntimeError("simulated crash"))
     with pytest.raises(RuntimeError, match="simulated crash"):
         interrupted.fit()
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 4
+    saved_step = load_checkpoint(tmp_path / "resumed" / "last.pt")["step"]
+    assert saved_step == {"during step 4": 3, "during step 5": 4, "during validation at step 3": 3}[crash]
     result = Trainer(config, tmp_path / "resumed", splits=splits, progress=False).fit()
     assert result.steps == 6
 
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert straight["model"].keys() == resumed["model"].keys()
-    for name, tensor in straight["model"].items():
+    for name, tensor in straight["model"].items():  # BatchNorm running statistics included
         assert torch.equal(tensor, resumed["model"][name]), name
     for key, state in straight["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg"], resumed["optimizer"]["state"][key]["exp_avg"])
+        assert torch.equal(state["exp_avg_sq"], resumed["optimizer"]["state"][key]["exp_avg_sq"])
     assert straight["best_val_accuracy"] == resumed["best_val_accuracy"]
     assert metric_lines(tmp_path / "straight") == metric_lines(tmp_path / "resumed")
+    best_straight = load_checkpoint(tmp_path / "straight" / "best.pt")
+    best_resumed = load_checkpoint(tmp_path / "resumed" / "best.pt")
+    assert best_straight["step"] == best_resumed["step"]
+    assert all(torch.equal(t, best_resumed["model"][n]) for n, t in best_straight["model"].items())
 
 
 def test_run_writes_config_metrics_and_best_and_last_checkpoints(tmp_path, splits):
@@ -85,14 +107,25 @@ def test_run_writes_config_metrics_and_best_and_last_checkpoints(tmp_path, split
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path, splits):
-    trainer = Trainer(quick_config(), tmp_path, splits=splits, progress=False)
-    crash_at(trainer, 3, loss=torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(TrainingDiverged, match=r"meta-loss became nan at step 3.*Lower optim.lr"):
+@pytest.mark.parametrize("what, bad_loss", [
+    ("meta-loss became nan", lambda loss, learner: loss * float("nan")),
+    ("meta-gradient norm became nan",  # finite loss, infinite derivative: d sqrt(x)/dx at 0
+     lambda loss, learner: loss + torch.sqrt(0 * next(learner.parameters()).sum())),
+])
+def test_non_finite_loss_or_gradient_stops_the_run_and_keeps_the_last_good_state(
+        tmp_path, splits, what, bad_loss):
+    reference = Trainer(quick_config(train={"steps": 2}), tmp_path / "reference", splits=splits,
+                        progress=False)
+    reference.fit()
+    trainer = Trainer(quick_config(), tmp_path / "run", splits=splits, progress=False)
+    crash_at(trainer, 3, loss=bad_loss)
+    with pytest.raises(TrainingDiverged, match=rf"{what} at step 3.*Lower optim.lr"):
         trainer.fit()
-    last = load_checkpoint(tmp_path / "last.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["step"] == 2
-    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+    expected = load_checkpoint(tmp_path / "reference" / "last.pt")["model"]
+    for name, tensor in last["model"].items():  # BatchNorm statistics of step 3 were undone
+        assert torch.equal(tensor, expected[name]), name
 
 
 def test_a_finished_run_can_be_extended_but_not_changed(tmp_path, splits):
@@ -115,4 +148,3 @@ def test_learning_rate_schedules():
 def test_each_step_has_its_own_seed():
     seeds = {step_seed(0, s) for s in range(1000)} | {step_seed(1, s) for s in range(1000)}
     assert len(seeds) == 2000 and all(0 <= s < 2**63 for s in seeds)
-    assert not math.isnan(step_seed(0, 0))

@@ -8,11 +8,15 @@ the weights of an uninterrupted one:
 * the meta-batch of step ``s`` is drawn from a generator seeded by ``(config.seed, s)``, so it
   does not depend on what ran before;
 * the learning rate is a pure function of the step;
-* ``last.pt`` carries the model, the optimizer, the step, the best validation result and
-  torch's RNG state; it is written atomically every ``train.checkpoint_every`` steps, at the end,
-  and when the loop is left by an exception (the state of the last completed step).
+* ``last.pt`` carries the model, the optimizer, the step, the best validation result, the
+  partial logging interval and torch's RNG state; it is written atomically every
+  ``train.checkpoint_every`` steps, at the end, and when the loop is left by an exception or
+  Ctrl-C. A step that raises before its update restores the BatchNorm statistics its forward
+  pass changed, so the saved state is exactly that of the last completed step; a validation cut
+  short is redone on resume.
 
-A non-finite loss stops the run with :class:`TrainingDiverged` before the bad step is applied.
+A non-finite loss or meta-gradient norm stops the run with :class:`TrainingDiverged` before the
+bad update is applied.
 """
 
 from __future__ import annotations
@@ -113,6 +117,9 @@ class Trainer:
         self.step = 0
         self.best_val_accuracy = -1.0
         self.best_step = -1
+        self.validated_step = -1
+        self.interval: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
+        self._consistent = True
 
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -123,6 +130,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "best_val_accuracy": self.best_val_accuracy,
             "best_step": self.best_step,
+            "validated_step": self.validated_step,
+            "interval": dict(self.interval),
             "torch_rng_state": torch.get_rng_state(),
         }
 
@@ -141,6 +150,8 @@ class Trainer:
         self.step = int(payload["step"])
         self.best_val_accuracy = float(payload["best_val_accuracy"])
         self.best_step = int(payload["best_step"])
+        self.validated_step = int(payload["validated_step"])
+        self.interval = dict(payload["interval"])
         torch.set_rng_state(payload["torch_rng_state"])
         self._truncate_metrics(self.step)
 
@@ -148,8 +159,13 @@ class Trainer:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by the crash
             path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -165,7 +181,62 @@ class Trainer:
             save_checkpoint({"config": self.config.to_dict(), "step": self.step,
                              "model": self.learner.state_dict(), "val_accuracy": result.mean},
                             self.run_dir / BEST)
+        self.validated_step = self.step
         return result.mean
+
+    def _validation_due(self) -> bool:
+        train = self.config.train
+        due = self.step % train.val_every == 0 or self.step == train.steps
+        return self.step > 0 and due and self.validated_step != self.step
+
+    def _train_step(self) -> None:
+        """One outer step. If it raises before the update, the learner is as it was before it."""
+        train = self.config.train
+        buffers = {name: buffer.clone() for name, buffer in self.learner.named_buffers()}
+        lr = learning_rate(self.config, self.step)
+        try:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
+            episodes = self.sampler.sample(train.meta_batch_size, generator)
+            loss, metrics = self.learner.meta_loss(episodes)
+            advice = (f"The update was not applied and {self.run_dir / LAST} holds the last good "
+                      f"state. Lower optim.lr (now {lr:g}) or set optim.grad_clip, and start a new run.")
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"the meta-loss became {float(loss.detach())} at step "
+                                       f"{self.step + 1}. {advice}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.learner.parameters(),
+                                                       self.config.optim.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(f"the meta-gradient norm became {float(grad_norm)} at step "
+                                       f"{self.step + 1}. {advice}")
+        except BaseException:
+            with torch.no_grad():  # undo what the forward pass did to BatchNorm statistics
+                for name, buffer in self.learner.named_buffers():
+                    buffer.copy_(buffers[name])
+            raise
+        self._consistent = False  # an interrupt inside the update leaves no valid state to save
+        self.optimizer.step()
+        self.step += 1
+        self._consistent = True
+        self.interval["loss"] += float(loss.detach())
+        self.interval["accuracy"] += metrics.get("accuracy", float("nan"))
+        self.interval["count"] += 1
+        self.interval["lr"] = lr
+
+    def _log_interval(self, seconds: float) -> dict[str, float]:
+        count = self.interval["count"]
+        record = {"step": self.step, "loss": self.interval["loss"] / count,
+                  "accuracy": self.interval["accuracy"] / count, "lr": self.interval["lr"],
+                  "tasks_per_s": count * self.config.train.meta_batch_size / max(seconds, 1e-9)}
+        self._log(record)
+        self.interval = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
+        return record
+
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.learner.parameters())
 
     def fit(self) -> TrainResult:
         """Run (or finish) meta-training; returns the best validation accuracy and its step."""
@@ -173,53 +244,29 @@ class Trainer:
         self._resume()
         save_config(self.config, self.run_dir / "config.yaml")
         train = self.config.train
-        start = time.perf_counter()
+        start = interval_start = time.perf_counter()
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.config.model.algorithm} {train.ways}w{train.shots}s", unit="step")
-        interval: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0}
-        interval_start = time.perf_counter()
         self.learner.train()
         try:
+            if self._validation_due():  # resumed from a run stopped during its validation
+                self.validate()
             while self.step < train.steps:
-                lr = learning_rate(self.config, self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
-                episodes = self.sampler.sample(train.meta_batch_size, generator)
-                loss, metrics = self.learner.meta_loss(episodes)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the meta-loss became {float(loss.detach())} at step {self.step + 1}; the update was "
-                        f"not applied and {self.run_dir / LAST} holds the last good state. Lower "
-                        f"optim.lr (now {lr:g}) or set optim.grad_clip, and start a new run.")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.config.optim.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.config.optim.grad_clip)
-                self.optimizer.step()
-                self.step += 1
-                interval["loss"] += float(loss.detach())
-                interval["accuracy"] += metrics.get("accuracy", float("nan"))
-                interval["count"] += 1
+                self._train_step()
                 bar.update(1)
                 if self.step % train.log_every == 0 or self.step == train.steps:
-                    elapsed = time.perf_counter() - interval_start
-                    count = interval["count"]
-                    record = {"step": self.step, "loss": interval["loss"] / count,
-                              "accuracy": interval["accuracy"] / count, "lr": lr,
-                              "tasks_per_s": count * train.meta_batch_size / max(elapsed, 1e-9)}
-                    self._log(record)
+                    record = self._log_interval(time.perf_counter() - interval_start)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
-                    interval = {"loss": 0.0, "accuracy": 0.0, "count": 0}
                     interval_start = time.perf_counter()
-                if self.step % train.val_every == 0 or self.step == train.steps:
+                if self._validation_due():
                     self.validate()
                     bar.set_postfix(best_val=f"{self.best_val_accuracy:.4f}")
                 if self.step % train.checkpoint_every == 0 or self.step == train.steps:
                     save_checkpoint(self._payload(), self.run_dir / LAST)
         except BaseException:
             # Keep the last completed step: nothing is lost on a crash or Ctrl-C.
-            save_checkpoint(self._payload(), self.run_dir / LAST)
+            if self._consistent and self._finite():
+                save_checkpoint(self._payload(), self.run_dir / LAST)
             raise
         finally:
             bar.close()
