@@ -13,6 +13,8 @@ from innerloop.data.store import ClassSplit, TensorStore
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+# Decoded stores go to the repository's .cache/ (git-ignored), not the user's home.
+os.environ.setdefault("INNERLOOP_CACHE", str(REPO / ".cache" / "stores"))
 
 
 def _omniglot_root() -> Path:

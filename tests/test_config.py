@@ -82,3 +82,18 @@ def test_missing_and_malformed_files_are_config_errors(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_yaml_quirks_and_bad_override_values_are_config_errors():
+    assert config_from_dict({"optim": {"lr": "1e-3"}}).optim.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
+    with pytest.raises(ConfigError, match=r"optim.lr: expected float, got 'fast'"):
+        config_from_dict({"optim": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match=r"--set data.rotations: '\[0, 90' is not a valid YAML value"):
+        config_from_dict({}, ["data.rotations=[0, 90"])
+
+
+def test_episodes_without_queries_and_oversized_images_are_rejected():
+    with pytest.raises(ConfigError, match="train.queries must be >= 1, got 0"):
+        config_from_dict({"train": {"queries": 0}})
+    with pytest.raises(ConfigError, match="data.image_size must be <= 105 for omniglot"):
+        config_from_dict({"data": {"image_size": 128}})

@@ -147,7 +147,16 @@ def test_archive_with_a_missing_drawing_is_rejected(archive_copy):
     trimmed = path.with_name("trimmed.zip")
     _rewrite(path, trimmed, keep=lambda n: not n.endswith("/1623_20.png"))
     trimmed.replace(path)
-    with pytest.raises(DataError, match=r"incomplete: 1 characters without 20 drawings \(first: id 1623"):
+    with pytest.raises(DataError, match=r"incomplete: 1 characters without drawers 01..20 \(first: id 1623 has 19"):
+        decode_archives(locate_archives(archive_copy, download=False), workers=1)
+
+
+def test_archive_with_a_drawing_in_a_second_folder_is_rejected(archive_copy):
+    path = archive_copy / "omniglot" / "images_background.zip"
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("images_background/Korean/character06/0647_03.png",
+                         archive.read("images_background/Korean/character05/0647_03.png"))
+    with pytest.raises(DataError, match=r"1 character ids in more than one folder \(first: id 647\)"):
         decode_archives(locate_archives(archive_copy, download=False), workers=1)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -53,7 +55,7 @@ def test_same_seed_same_episodes_and_different_seed_different_episodes(coded_spl
     assert not torch.equal(first.class_ids, other.class_ids)
 
 
-PINNED_CLASS_IDS = [[26, 31, 37, 21, 7], [1, 19, 31, 25, 24]]
+PINNED_CLASS_IDS = [[48, 0, 3, 35, 49], [13, 3, 42, 17, 41]]
 
 
 def test_known_seed_gives_known_classes(coded_split):
@@ -132,3 +134,20 @@ def test_episodes_index_and_slice_by_task(coded_split):
     part = episodes.slice(1, 3)
     assert len(part) == 2 and torch.equal(part.query_x, episodes.query_x[1:3])
     assert (part.ways, part.shots, part.queries) == (3, 2, 1)
+
+
+def test_non_square_images_turn_by_180_degrees_and_refuse_90():
+    square = make_coded_store([20] * 6, side=6)
+    store = replace(square, images=square.images[:, 1:5, :].contiguous())  # 4x6 images
+    store.images[:, -1, -1] = 200
+    with pytest.raises(TaskError, match="non-square 4x6 images by 90 degrees"):
+        EpisodeSampler(ClassSplit.with_rotations(store, "wide", torch.arange(6), (0, 90)), 2, 1, 1)
+    split = ClassSplit.with_rotations(store, "wide", torch.arange(6), (0, 180))
+    episodes = EpisodeSampler(split, ways=12, shots=1, queries=0).sample(3, torch.Generator().manual_seed(0))
+    assert episodes.support_x.shape == (3, 12, 1, 4, 6)
+    for task in range(3):
+        for label in range(12):
+            turns = int(split.quarter_turns[episodes.class_ids[task, label]])
+            upright = torch.rot90(episodes.support_x[task, label, 0], k=-turns, dims=(-2, -1))
+            assert round(float(upright[-1, -1]) * 255) == 200
+    assert {int(split.quarter_turns[c]) for c in episodes.class_ids.flatten()} == {0, 2}

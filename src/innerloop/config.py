@@ -121,6 +121,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -159,7 +164,10 @@ def _apply_override(tree: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: '{raw}' is not a valid YAML value ({error})") from None
 
 
 def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> Config:
@@ -217,6 +225,9 @@ def validate(config: Config) -> None:
     _at_least("seed", config.seed, 0)
     _at_least("num_threads", config.num_threads, 0)
     _at_least("data.image_size", config.data.image_size, 16)
+    if config.data.image_size > spec.max_image_size:
+        raise ConfigError(f"data.image_size must be <= {spec.max_image_size} for {spec.name} "
+                          f"(its images are {spec.max_image_size} pixels wide), got {config.data.image_size}")
     if not config.data.rotations or any(r % 90 for r in config.data.rotations):
         raise ConfigError(f"data.rotations must be a non-empty list of multiples of 90, "
                           f"got {config.data.rotations}")
@@ -243,6 +254,7 @@ def validate(config: Config) -> None:
               ("eval", "val_split", evaluation.ways, evaluation.shots, evaluation.queries),
               ("eval", "test_split", evaluation.ways, evaluation.shots, evaluation.queries)]
     for section, split_key, ways, shots, queries in shapes:
+        _at_least(f"{section}.queries", queries, 1)
         split = getattr(config.data, split_key)
         _choice(f"data.{split_key}", split, spec.splits)
         try:

@@ -4,6 +4,16 @@ Every meta-learner is an inner loop that turns a support set into a predictor (`
 predictor itself (``predict``), and an outer objective over a batch of tasks (``meta_loss``).
 The Trainer and the evaluation protocol only ever call these, so a new method plugs in by
 implementing them.
+
+Two choices differ from the first sketch in DESIGN.md, on purpose:
+
+* ``adapt`` receives ``ways``: labels are ``0..ways-1``, but inferring ``ways`` from
+  ``support_y.max() + 1`` is a data-dependent shape that ``torch.func.vmap`` cannot trace, and
+  it is wrong for a support set that happens to miss its last class.
+* the default ``query_logits`` adapts to the tasks one after another; the vmapped default
+  arrives with the functional core (parameters as dicts), and every method may override it with
+  a batched path (ProtoNet embeds all tasks' images in one call). Tests check that the two
+  agree.
 """
 
 from __future__ import annotations

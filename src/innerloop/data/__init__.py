@@ -20,6 +20,7 @@ class DatasetSpec:
     base_classes: dict[str, int]  # classes per split before rotation augmentation
     examples_per_class: int  # the smallest class's size
     channels: int
+    max_image_size: int  # the side of the source images
     load: Callable[..., TensorStore]
     split: Callable[..., ClassSplit]
 
@@ -42,6 +43,7 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         examples_per_class=omniglot.DRAWINGS_PER_CHARACTER,
         channels=1,
+        max_image_size=105,
         load=omniglot.load_omniglot,
         split=omniglot.omniglot_split,
     ),
@@ -49,10 +51,16 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,
-               rotations: tuple[int, ...] = (0,), download: bool = True) -> ClassSplit:
-    """Load ``dataset`` (decoding it once) and return the classes of ``split``."""
+               rotations: tuple[int, ...] | None = None, download: bool = True) -> ClassSplit:
+    """Load ``dataset`` (decoding it once) and return the classes of ``split``.
+
+    ``rotations`` (degrees, each a new class) defaults to the dataset's standard augmentation:
+    for Omniglot 0, 90, 180 and 270.
+    """
     spec = DATASETS[dataset]
     store = spec.load(root, image_size=image_size, download=download)
+    if rotations is None:
+        return spec.split(store, split)
     return spec.split(store, split, rotations=rotations)
 
 

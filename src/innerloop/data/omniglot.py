@@ -30,9 +30,12 @@ Splits (:func:`omniglot_split`):
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
+import itertools
 import json
 import re
+import sys
 import urllib.request
 import zipfile
 from collections.abc import Sequence
@@ -84,6 +87,7 @@ def download_archive(name: str, folder: Path, url: str | None = None) -> Path:
     url = url or OFFICIAL_URL.format(name=name)
     target = folder / f"{name}.zip"
     partial = folder / f".{name}.zip.part"
+    print(f"innerloop: downloading {url} to {folder}", file=sys.stderr)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.md5()
@@ -91,7 +95,7 @@ def download_archive(name: str, folder: Path, url: str | None = None) -> Path:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-    except OSError as error:  # URLError, timeouts and unwritable folders are all OSErrors
+    except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, short reads, disk
         partial.unlink(missing_ok=True)
         raise DataError(_missing_message(folder, [name], f"download of {url} failed ({error}).")) from None
     if digest.hexdigest() != OFFICIAL_MD5[name]:
@@ -114,10 +118,14 @@ def locate_archives(root: str | Path | None = None, download: bool = True) -> di
     return paths
 
 
+ID_RANGES = {"images_background": (1, 964), "images_evaluation": (965, 1623)}
+
+
 def _parse_members(path: Path, archive: zipfile.ZipFile, name: str) -> list[tuple[int, str, str]]:
     """Check the layout and counts of one archive; return ``(character_id, alphabet, member)``."""
     entries: list[tuple[int, str, str]] = []
     drawers: dict[int, set[int]] = {}
+    folders: dict[int, set[str]] = {}
     alphabets: set[str] = set()
     for member in archive.namelist():
         if member.endswith("/"):
@@ -129,6 +137,7 @@ def _parse_members(path: Path, archive: zipfile.ZipFile, name: str) -> list[tupl
                 f"Expected '{name}/<Alphabet>/characterNN/IIII_DD.png'. Use the official archive.")
         character_id = int(match["id"])
         drawers.setdefault(character_id, set()).add(int(match["drawer"]))
+        folders.setdefault(character_id, set()).add(member.rsplit("/", 1)[0])
         alphabets.add(match["alphabet"])
         entries.append((character_id, match["alphabet"], member))
     problems = []
@@ -136,10 +145,21 @@ def _parse_members(path: Path, archive: zipfile.ZipFile, name: str) -> list[tupl
         problems.append(f"{len(alphabets)} alphabets (expected {EXPECTED_ALPHABETS[name]})")
     if len(drawers) != EXPECTED_CHARACTERS[name]:
         problems.append(f"{len(drawers)} characters (expected {EXPECTED_CHARACTERS[name]})")
-    incomplete = sorted(cid for cid, d in drawers.items() if len(d) != DRAWINGS_PER_CHARACTER)
+    low, high = ID_RANGES[name]
+    outside = sorted(cid for cid in drawers if not low <= cid <= high)
+    if outside:
+        problems.append(f"character ids outside {low}..{high} (first: {outside[0]})")
+    all_drawers = set(range(1, DRAWINGS_PER_CHARACTER + 1))
+    incomplete = sorted(cid for cid, d in drawers.items() if d != all_drawers)
     if incomplete:
-        problems.append(f"{len(incomplete)} characters without {DRAWINGS_PER_CHARACTER} drawings "
+        problems.append(f"{len(incomplete)} characters without drawers 01..{DRAWINGS_PER_CHARACTER:02d} "
                         f"(first: id {incomplete[0]} has {len(drawers[incomplete[0]])})")
+    scattered = sorted(cid for cid, f in folders.items() if len(f) > 1)
+    if scattered:
+        problems.append(f"{len(scattered)} character ids in more than one folder (first: id {scattered[0]})")
+    expected_entries = EXPECTED_CHARACTERS[name] * DRAWINGS_PER_CHARACTER
+    if not problems and len(entries) != expected_entries:
+        problems.append(f"{len(entries)} drawings (expected {expected_entries})")
     if problems:
         raise DataError(f"{path} is incomplete: " + "; ".join(problems)
                         + ". Replace it with the official archive.")
@@ -199,17 +219,11 @@ def decode_archives(paths: dict[str, Path], image_size: int = 28, workers: int =
         raise DataError(f"Omniglot character ids must be 1..{TOTAL_CHARACTERS} across both archives; "
                         f"found {len(ids)} distinct ids. Use the official archives.")
     records.sort(key=lambda r: r[2].rsplit("/", 1)[-1])  # IIII_DD.png: by character, then drawer
-    jobs: list[tuple[str, list[str], int]] = []
-    chunk = 1000
-    for start in range(0, len(records), chunk):
-        part = records[start:start + chunk]
-        by_archive: dict[Path, list[str]] = {}
-        for record in part:
-            by_archive.setdefault(record[3], []).append(record[2])
-        if len(by_archive) == 1:
-            jobs.append((str(part[0][3]), [r[2] for r in part], image_size))
-        else:  # a chunk straddling the two archives: one job per drawing keeps the order
-            jobs.extend((str(record[3]), [record[2]], image_size) for record in part)
+    jobs: list[tuple[str, list[str], int]] = []  # up to 1000 drawings of one archive, in order
+    for archive_path, group in itertools.groupby(records, key=lambda record: record[3]):
+        members = [record[2] for record in group]
+        jobs.extend((str(archive_path), members[i:i + 1000], image_size)
+                    for i in range(0, len(members), 1000))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             arrays = list(pool.map(_decode_chunk, jobs))

@@ -1,4 +1,8 @@
-"""Evaluation reports: one JSON and one Markdown file per (split, ways, shots) in the run folder."""
+"""Evaluation reports: one JSON and one Markdown file per evaluation setting in the run folder.
+
+The file name carries everything that changes the number — split, ways, shots, checkpoint,
+episode count and seed — so evaluations with different settings never overwrite each other.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ class EvaluationReport:
 
     @property
     def stem(self) -> str:
-        return f"eval-{self.split}-{self.ways}w{self.shots}s"
+        checkpoint = self.checkpoint.removesuffix(".pt")
+        return (f"eval-{self.split}-{self.ways}w{self.shots}s-{checkpoint}-"
+                f"{self.episodes}ep-seed{self.seed}")
 
     def markdown(self) -> str:
         return "\n".join([

@@ -51,6 +51,9 @@ class Episodes(Episode):
                    function(self.class_ids))
 
     def __getitem__(self, task: int) -> Episode:
+        if not isinstance(task, int):
+            raise TypeError(f"index Episodes with an int task number; use .slice(start, stop) for "
+                            f"several tasks, got {task!r}")
         return self._map(lambda tensor: tensor[task], Episode)
 
     def to(self, device: str | torch.device) -> Episodes:

@@ -56,20 +56,24 @@ class EpisodeSampler:
         self._counts = store.class_counts[split.base_classes]
         self._max_count = int(self._counts.max())
         height, width = store.images.shape[-2:]
-        pixels = torch.arange(height * width).view(height, width)
-        # _pixel_order[k]: flat pixel indices of an image rotated by k quarter turns.
-        self._pixel_order = torch.stack([torch.rot90(pixels, k, dims=(0, 1)).reshape(-1)
-                                         for k in range(4)]) if height == width else None
-        if self._pixel_order is None and bool((split.quarter_turns % 2 == 1).any()):
+        if height != width and bool((split.quarter_turns % 2 == 1).any()):
             raise TaskError(f"split '{split.name}' rotates non-square {height}x{width} images by 90 "
                             f"degrees; use rotations of 0 and 180 only")
+        pixels = torch.arange(height * width).view(height, width)
+        # _pixel_order[k]: flat pixel indices of an image rotated by k quarter turns (odd k
+        # only for square images, checked above).
+        self._pixel_order = torch.stack([
+            torch.rot90(pixels, k, dims=(0, 1)).reshape(-1) if height == width or k % 2 == 0
+            else pixels.reshape(-1) for k in range(4)])
 
     def sample_indices(self, num_tasks: int, generator: torch.Generator) -> EpisodeIndices:
         """Draw the classes and example rows of ``num_tasks`` episodes."""
         num_classes = self.split.num_classes
         per_class = self.shots + self.queries
-        class_ids = torch.rand(num_tasks, num_classes, generator=generator).topk(self.ways, dim=1).indices
-        keys = torch.rand(num_tasks, self.ways, self._max_count, generator=generator)
+        # float64 keys: ties, whose order is implementation-defined, have probability ~1e-9.
+        keys = torch.rand(num_tasks, num_classes, generator=generator, dtype=torch.float64)
+        class_ids = keys.topk(self.ways, dim=1).indices
+        keys = torch.rand(num_tasks, self.ways, self._max_count, generator=generator, dtype=torch.float64)
         counts = self._counts[class_ids]  # [T, ways]
         beyond = torch.arange(self._max_count) >= counts.unsqueeze(-1)
         keys = keys.masked_fill(beyond, 2.0)  # positions past the class's count sort last
@@ -83,7 +87,7 @@ class EpisodeSampler:
         num_tasks = indices.rows.shape[0]
         images = store.images[indices.rows]  # [T, ways, per_class, (C,) H, W] uint8
         turns = self.split.quarter_turns[indices.class_ids]  # [T, ways]
-        if self._pixel_order is not None and bool((turns != 0).any()):
+        if bool((turns != 0).any()):
             shape = images.shape
             flat = images.reshape(*shape[:3], -1, shape[-2] * shape[-1])  # [T, ways, per_class, C, H*W]
             order = self._pixel_order[turns][:, :, None, None, :].expand_as(flat)
