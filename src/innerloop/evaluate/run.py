@@ -25,6 +25,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     if checkpoint not in ("best", "last"):
         raise InnerloopError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
     path = run_dir / (BEST if checkpoint == "best" else LAST)
+    if checkpoint == "best" and not path.is_file() and (run_dir / LAST).is_file():
+        raise InnerloopError(f"{run_dir} has no best.pt yet (no validation has run); evaluate "
+                             f"its last.pt with --checkpoint last, or finish training first")
     payload = load_checkpoint(path)
     for assignment in overrides or []:
         key = assignment.split("=", 1)[0].strip()

@@ -1,0 +1,25 @@
+"""The README's Python example runs as written (with fewer steps and episodes)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(omniglot_root, monkeypatch, capsys):
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    block = re.search(r"## Using it from Python\n\n```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "the README lost its Python example"
+    code = block.group(1)
+    shortened = code.replace("range(500)", "range(20)").replace("num_episodes=1000", "num_episodes=40")
+    assert shortened != code  # the knobs this test turns are still in the example
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    assert namespace["logits"].shape == (75, 5)
+    assert namespace["result"].num_episodes == 40 and namespace["result"].mean > 0.4  # chance: 0.2
+    assert "%" in capsys.readouterr().out
