@@ -24,7 +24,7 @@ def test_train_then_eval_end_to_end_on_real_omniglot(tmp_path, omniglot_root, ca
     assert code == 0
     out = capsys.readouterr().out
     assert "trained 30 steps" in out and "5-way 1-shot" in out and "transductive | no" in out
-    report = json.loads((run_dir / "eval-test-5w1s-best-40ep-seed0.json").read_text())
+    report = json.loads((run_dir / "eval-test-5w1s15q-best-40ep-seed0.json").read_text())
     assert report["episodes"] == 40 and report["method"] == "protonet" and report["split"] == "test"
     assert report["seed"] == 0 and report["transductive"] is False
     assert 0.5 < report["accuracy"] <= 1.0 and report["ci95"] > 0  # chance: 0.2
@@ -32,9 +32,9 @@ def test_train_then_eval_end_to_end_on_real_omniglot(tmp_path, omniglot_root, ca
     code = main(["eval", str(run_dir), "--ways", "20", "--episodes", "30", "--set", "num_threads=1",
                  "--data-root", str(omniglot_root)])
     assert code == 0
-    twenty = json.loads((run_dir / "eval-test-20w1s-best-30ep-seed0.json").read_text())
+    twenty = json.loads((run_dir / "eval-test-20w1s15q-best-30ep-seed0.json").read_text())
     assert twenty["ways"] == 20 and twenty["episodes"] == 30
-    assert "20-way 1-shot" in (run_dir / "eval-test-20w1s-best-30ep-seed0.md").read_text()
+    assert "20-way 1-shot" in (run_dir / "eval-test-20w1s15q-best-30ep-seed0.md").read_text()
 
 
 def test_user_errors_are_one_line_messages_without_traceback(tmp_path, capsys):

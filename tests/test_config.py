@@ -88,6 +88,9 @@ def test_yaml_quirks_and_bad_override_values_are_config_errors():
     assert config_from_dict({"optim": {"lr": "1e-3"}}).optim.lr == 1e-3  # YAML 1.1 reads 1e-3 as text
     with pytest.raises(ConfigError, match=r"optim.lr: expected float, got 'fast'"):
         config_from_dict({"optim": {"lr": "fast"}})
+    for bad in ("nan", "inf", float("nan"), float("-inf")):
+        with pytest.raises(ConfigError, match="optim.grad_clip: expected a finite number"):
+            config_from_dict({"optim": {"grad_clip": bad}})
     with pytest.raises(ConfigError, match=r"--set data.rotations: '\[0, 90' is not a valid YAML value"):
         config_from_dict({}, ["data.rotations=[0, 90"])
 

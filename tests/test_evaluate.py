@@ -21,6 +21,6 @@ def test_report_is_saved_as_json_and_markdown(tmp_path):
                               ways=5, shots=1, queries=15, episodes=1000, seed=0, accuracy=0.98765,
                               ci95=0.00123, checkpoint="best.pt", step=100, seconds=1.5, date="2026-11-29")
     json_path, markdown_path = report.save(tmp_path)
-    assert json_path.name == "eval-test-5w1s-best-1000ep-seed0.json"
+    assert json_path.name == "eval-test-5w1s15q-best-1000ep-seed0.json"
     text = markdown_path.read_text()
     assert "98.77% ± 0.12%" in text and "transductive | no" in text and "1000 (seed 0)" in text

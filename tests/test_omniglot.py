@@ -160,6 +160,15 @@ def test_archive_with_a_drawing_in_a_second_folder_is_rejected(archive_copy):
         decode_archives(locate_archives(archive_copy, download=False), workers=1)
 
 
+def test_archive_with_two_characters_in_one_folder_is_rejected(archive_copy):
+    path = archive_copy / "omniglot" / "images_background.zip"
+    merged = path.with_name("merged.zip")
+    _rewrite(path, merged, rename=lambda n: n.replace("Korean/character06/", "Korean/character05/"))
+    merged.replace(path)
+    with pytest.raises(DataError, match="1 character folders holding more than one character id"):
+        decode_archives(locate_archives(archive_copy, download=False), workers=1)
+
+
 def test_archive_with_the_wrong_layout_is_rejected(archive_copy):
     path = archive_copy / "omniglot" / "images_background.zip"
     flat = path.with_name("flat.zip")

@@ -63,7 +63,15 @@ def metric_lines(run_dir):
     return lines
 
 
-@pytest.mark.parametrize("crash", ["during step 4", "during step 5", "during validation at step 3"])
+def crash_before_logging(trainer: Trainer) -> None:
+    def failing(seconds):
+        raise RuntimeError("simulated crash")
+
+    trainer._log_interval = failing
+
+
+@pytest.mark.parametrize("crash", ["during step 4", "during step 5", "during validation at step 3",
+                                   "before the log line of step 3"])
 def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, splits, crash):
     config = quick_config(train={"log_every": 3, "val_every": 3, "checkpoint_every": 2})
     Trainer(config, tmp_path / "straight", splits=splits, progress=False).fit()
@@ -71,12 +79,15 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp
     interrupted = Trainer(config, tmp_path / "resumed", splits=splits, progress=False)
     if "validation" in crash:
         crash_in_validation(interrupted)
+    elif "log line" in crash:
+        crash_before_logging(interrupted)
     else:
         crash_at(interrupted, int(crash[-1]), RuntimeError("simulated crash"))
     with pytest.raises(RuntimeError, match="simulated crash"):
         interrupted.fit()
     saved_step = load_checkpoint(tmp_path / "resumed" / "last.pt")["step"]
-    assert saved_step == {"during step 4": 3, "during step 5": 4, "during validation at step 3": 3}[crash]
+    assert saved_step == {"during step 4": 3, "during step 5": 4, "during validation at step 3": 3,
+                          "before the log line of step 3": 3}[crash]
     result = Trainer(config, tmp_path / "resumed", splits=splits, progress=False).fit()
     assert result.steps == 6
 
@@ -126,6 +137,26 @@ def test_non_finite_loss_or_gradient_stops_the_run_and_keeps_the_last_good_state
     expected = load_checkpoint(tmp_path / "reference" / "last.pt")["model"]
     for name, tensor in last["model"].items():  # BatchNorm statistics of step 3 were undone
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_an_update_that_makes_weights_non_finite_stops_the_run(tmp_path, splits):
+    trainer = Trainer(quick_config(), tmp_path, splits=splits, progress=False)
+    original, calls = trainer.optimizer.step, [0]
+
+    def exploding_step(*args, **kwargs):
+        calls[0] += 1
+        result = original(*args, **kwargs)
+        if calls[0] == 3:
+            with torch.no_grad():
+                next(trainer.learner.parameters()).fill_(float("inf"))
+        return result
+
+    trainer.optimizer.step = exploding_step
+    with pytest.raises(TrainingDiverged, match="update of step 3 made the weights non-finite"):
+        trainer.fit()
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 2
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
 
 
 def test_a_finished_run_can_be_extended_but_not_changed(tmp_path, splits):

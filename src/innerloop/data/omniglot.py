@@ -38,6 +38,7 @@ import re
 import sys
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -157,6 +158,9 @@ def _parse_members(path: Path, archive: zipfile.ZipFile, name: str) -> list[tupl
     scattered = sorted(cid for cid, f in folders.items() if len(f) > 1)
     if scattered:
         problems.append(f"{len(scattered)} character ids in more than one folder (first: id {scattered[0]})")
+    shared = len(drawers) - len(set().union(*folders.values()))
+    if shared > 0:
+        problems.append(f"{shared} character folders holding more than one character id")
     expected_entries = EXPECTED_CHARACTERS[name] * DRAWINGS_PER_CHARACTER
     if not problems and len(entries) != expected_entries:
         problems.append(f"{len(entries)} drawings (expected {expected_entries})")
@@ -208,7 +212,7 @@ def decode_archives(paths: dict[str, Path], image_size: int = 28, workers: int =
             entries = _parse_members(paths[name], archive, name)
             try:
                 bad_member = archive.testzip()
-            except (zipfile.BadZipFile, OSError, EOFError) as error:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
                 bad_member = f"<unreadable: {error}>"
             if bad_member is not None:
                 raise DataError(f"{paths[name]} is corrupt (member {bad_member} fails its CRC check). "

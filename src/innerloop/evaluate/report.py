@@ -1,7 +1,7 @@
 """Evaluation reports: one JSON and one Markdown file per evaluation setting in the run folder.
 
-The file name carries everything that changes the number — split, ways, shots, checkpoint,
-episode count and seed — so evaluations with different settings never overwrite each other.
+The file name carries everything that changes the number — split, ways, shots, queries,
+checkpoint, episode count and seed — so evaluations with different settings never overwrite each other.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class EvaluationReport:
     @property
     def stem(self) -> str:
         checkpoint = self.checkpoint.removesuffix(".pt")
-        return (f"eval-{self.split}-{self.ways}w{self.shots}s-{checkpoint}-"
+        return (f"eval-{self.split}-{self.ways}w{self.shots}s{self.queries}q-{checkpoint}-"
                 f"{self.episodes}ep-seed{self.seed}")
 
     def markdown(self) -> str:

@@ -118,6 +118,7 @@ class Trainer:
         self.best_val_accuracy = -1.0
         self.best_step = -1
         self.validated_step = -1
+        self.logged_step = -1
         self.interval: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
         self._consistent = True
 
@@ -131,6 +132,7 @@ class Trainer:
             "best_val_accuracy": self.best_val_accuracy,
             "best_step": self.best_step,
             "validated_step": self.validated_step,
+            "logged_step": self.logged_step,
             "interval": dict(self.interval),
             "torch_rng_state": torch.get_rng_state(),
         }
@@ -150,19 +152,22 @@ class Trainer:
         self.step = int(payload["step"])
         self.best_val_accuracy = float(payload["best_val_accuracy"])
         self.best_step = int(payload["best_step"])
-        self.validated_step = int(payload["validated_step"])
-        self.interval = dict(payload["interval"])
+        self.validated_step = int(payload.get("validated_step", self.step))
+        self.logged_step = int(payload.get("logged_step", self.step))
+        self.interval = dict(payload.get("interval", self.interval))
         torch.set_rng_state(payload["torch_rng_state"])
-        self._truncate_metrics(self.step)
+        self._truncate_metrics()
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    def _truncate_metrics(self) -> None:
+        """Keep the log lines of the state we resume from; the rest will be written again."""
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
             kept = []
             for line in path.read_text().splitlines():
                 try:
-                    if json.loads(line)["step"] <= step:
+                    record = json.loads(line)
+                    last = self.validated_step if "val_accuracy" in record else self.logged_step
+                    if record["step"] <= min(last, self.step):
                         kept.append(line)
                 except (ValueError, KeyError, TypeError):
                     continue  # a line torn by the crash
@@ -174,25 +179,33 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def validate(self) -> float:
+        """Score the fixed validation episodes; keep ``best.pt``. Each write comes before the
+        state that records it, so an interruption anywhere leaves a state that resume redoes."""
         result = evaluate_accuracy(self.learner, self.validation, self.config.eval.batch_size)
-        self._log({"step": self.step, "val_accuracy": result.mean, "val_ci95": result.ci95})
         if result.mean > self.best_val_accuracy:
-            self.best_val_accuracy, self.best_step = result.mean, self.step
             save_checkpoint({"config": self.config.to_dict(), "step": self.step,
                              "model": self.learner.state_dict(), "val_accuracy": result.mean},
                             self.run_dir / BEST)
+            self.best_val_accuracy, self.best_step = result.mean, self.step
+        self._log({"step": self.step, "val_accuracy": result.mean, "val_ci95": result.ci95})
         self.validated_step = self.step
         return result.mean
 
+    def _due(self, every: int, done_step: int) -> bool:
+        at_step = self.step % every == 0 or self.step == self.config.train.steps
+        return self.step > 0 and at_step and done_step != self.step
+
     def _validation_due(self) -> bool:
-        train = self.config.train
-        due = self.step % train.val_every == 0 or self.step == train.steps
-        return self.step > 0 and due and self.validated_step != self.step
+        return self._due(self.config.train.val_every, self.validated_step)
+
+    def _logging_due(self) -> bool:
+        return self._due(self.config.train.log_every, self.logged_step) and self.interval["count"] > 0
 
     def _train_step(self) -> None:
         """One outer step. If it raises before the update, the learner is as it was before it."""
         train = self.config.train
         buffers = {name: buffer.clone() for name, buffer in self.learner.named_buffers()}
+        rng_state = torch.get_rng_state()
         lr = learning_rate(self.config, self.step)
         try:
             for group in self.optimizer.param_groups:
@@ -216,15 +229,21 @@ class Trainer:
             with torch.no_grad():  # undo what the forward pass did to BatchNorm statistics
                 for name, buffer in self.learner.named_buffers():
                     buffer.copy_(buffers[name])
+            torch.set_rng_state(rng_state)
             raise
         self._consistent = False  # an interrupt inside the update leaves no valid state to save
         self.optimizer.step()
-        self.step += 1
-        self._consistent = True
+        if not self._finite():
+            raise TrainingDiverged(
+                f"the update of step {self.step + 1} made the weights non-finite (with a finite "
+                f"meta-gradient). {self.run_dir / LAST} holds the newest finite state (the last "
+                f"periodic checkpoint). Lower optim.lr (now {lr:g}) and start a new run.")
         self.interval["loss"] += float(loss.detach())
         self.interval["accuracy"] += metrics.get("accuracy", float("nan"))
         self.interval["count"] += 1
         self.interval["lr"] = lr
+        self.step += 1
+        self._consistent = True
 
     def _log_interval(self, seconds: float) -> dict[str, float]:
         count = self.interval["count"]
@@ -232,11 +251,14 @@ class Trainer:
                   "accuracy": self.interval["accuracy"] / count, "lr": self.interval["lr"],
                   "tasks_per_s": count * self.config.train.meta_batch_size / max(seconds, 1e-9)}
         self._log(record)
+        self.logged_step = self.step
         self.interval = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
         return record
 
     def _finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.learner.parameters())
+        """Whether every parameter and floating-point buffer is finite."""
+        tensors = [*self.learner.parameters(), *self.learner.buffers()]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
     def fit(self) -> TrainResult:
         """Run (or finish) meta-training; returns the best validation accuracy and its step."""
@@ -249,20 +271,21 @@ class Trainer:
                    desc=f"{self.config.model.algorithm} {train.ways}w{train.shots}s", unit="step")
         self.learner.train()
         try:
-            if self._validation_due():  # resumed from a run stopped during its validation
-                self.validate()
-            while self.step < train.steps:
-                self._train_step()
-                bar.update(1)
-                if self.step % train.log_every == 0 or self.step == train.steps:
+            while True:
+                # The duties of a completed step; on resume, those a crash cut short.
+                if self._logging_due():
                     record = self._log_interval(time.perf_counter() - interval_start)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
                     interval_start = time.perf_counter()
                 if self._validation_due():
                     self.validate()
                     bar.set_postfix(best_val=f"{self.best_val_accuracy:.4f}")
-                if self.step % train.checkpoint_every == 0 or self.step == train.steps:
+                if self.step > 0 and (self.step % train.checkpoint_every == 0 or self.step == train.steps):
                     save_checkpoint(self._payload(), self.run_dir / LAST)
+                if self.step >= train.steps:
+                    break
+                self._train_step()
+                bar.update(1)
         except BaseException:
             # Keep the last completed step: nothing is lost on a crash or Ctrl-C.
             if self._consistent and self._finite():
