@@ -12,11 +12,12 @@ the weights of an uninterrupted one:
   partial logging interval and torch's RNG state; it is written atomically every
   ``train.checkpoint_every`` steps, at the end, and when the loop is left by an exception or
   Ctrl-C. A step that raises before its update restores the BatchNorm statistics its forward
-  pass changed, so the saved state is exactly that of the last completed step; a validation cut
-  short is redone on resume.
+  pass changed, so the saved state is exactly that of the last completed step; a log line,
+  validation or ``best.pt`` that a crash cut short is redone on resume.
 
 A non-finite loss or meta-gradient norm stops the run with :class:`TrainingDiverged` before the
-bad update is applied.
+bad update is applied; an update that makes the weights non-finite stops it too, and is never
+saved.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from innerloop.algorithms.base import MetaLearner
+from innerloop.build import build_learner, load_splits, set_threads
 from innerloop.config import Config, config_from_dict, save_config
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
@@ -40,7 +42,6 @@ from innerloop.evaluate.protocol import evaluate_accuracy
 from innerloop.tasks.fixed import FixedEpisodes
 from innerloop.tasks.sampler import EpisodeSampler
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from innerloop.build import build_learner, load_splits, set_threads
 
 VALIDATION_SEED_OFFSET = 1_000_003
 
