@@ -12,26 +12,34 @@ import argparse
 import sys
 from pathlib import Path
 
+from innerloop.config import Config
 from innerloop.errors import InnerloopError
 
 RECIPES = Path(__file__).resolve().parents[3] / "configs"
 
 
-def _train(args: argparse.Namespace) -> int:
-    from innerloop.config import load_config
+def _train_and_report(config: Config, run_dir: Path, data_root: str | None, progress: bool,
+                      evaluate: bool = True) -> int:
+    """Meta-train (or resume) ``config`` in ``run_dir``, then score its best checkpoint."""
     from innerloop.evaluate.run import evaluate_run
     from innerloop.train.trainer import Trainer
 
-    config = load_config(args.config, args.set)
-    run_dir = Path(args.run_dir or Path("runs") / config.name)
     print(f"run directory: {run_dir}")
-    result = Trainer(config, run_dir, data_root=args.data_root, progress=not args.quiet).fit()
+    result = Trainer(config, run_dir, data_root=data_root, progress=progress).fit()
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation accuracy "
           f"{100 * result.best_val_accuracy:.2f}% at step {result.best_step}")
-    if not args.no_eval:
-        report = evaluate_run(run_dir, "best", data_root=args.data_root)
-        print(report.markdown())
+    if evaluate:
+        print(evaluate_run(run_dir, "best", data_root=data_root).markdown())
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from innerloop.config import load_config
+
+    config = load_config(args.config, args.set)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
+                             evaluate=not args.no_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -57,8 +65,8 @@ def _list(args: argparse.Namespace) -> int:
 
     print("algorithms:")
     for name, cls in sorted(ALGORITHMS.items()):
-        summary = (cls.__module__.rsplit(".", 2)[-2], "transductive" if cls.transductive else "inductive")
-        print(f"  {name:12s} {summary[0]}, {summary[1]}")
+        family = cls.__module__.split(".")[-2]  # innerloop.algorithms.<family>.<method>
+        print(f"  {name:12s} {family}, {'transductive' if cls.transductive else 'inductive'}")
     print("backbones:  " + ", ".join(sorted(BACKBONES)))
     print("datasets:")
     for name, spec in sorted(DATASETS.items()):
@@ -71,9 +79,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from innerloop.demo import run_demo
+    from innerloop.config import config_from_dict
+    from innerloop.demo import DEMO_STEPS, demo_config
 
-    return run_demo(data_root=args.data_root, run_dir=args.run_dir, steps=args.steps)
+    config = config_from_dict(demo_config(args.steps or DEMO_STEPS))
+    print(f"innerloop demo: ProtoNet, Conv-4, Omniglot; {config.train.steps} steps of "
+          f"{config.train.ways}-way {config.train.shots}-shot training, then "
+          f"{config.eval.ways}-way {config.eval.shots}-shot test on {config.eval.episodes} "
+          f"fixed episodes.")
+    return _train_and_report(config, Path(args.run_dir), args.data_root, progress=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

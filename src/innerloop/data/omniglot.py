@@ -119,7 +119,9 @@ def locate_archives(root: str | Path | None = None, download: bool = True) -> di
     return paths
 
 
-ID_RANGES = {"images_background": (1, 964), "images_evaluation": (965, 1623)}
+_background = EXPECTED_CHARACTERS["images_background"]
+ID_RANGES = {"images_background": (1, _background),
+             "images_evaluation": (_background + 1, TOTAL_CHARACTERS)}
 
 
 def _parse_members(path: Path, archive: zipfile.ZipFile, name: str) -> list[tuple[int, str, str]]:
@@ -287,9 +289,8 @@ def omniglot_split(store: TensorStore, split: str,
         }[split]
         base = torch.tensor(sorted(selected), dtype=torch.int64)
     elif split in ALPHABET_SPLITS:
-        background = EXPECTED_CHARACTERS["images_background"]
-        base = (torch.arange(background) if split == "background"
-                else torch.arange(background, TOTAL_CHARACTERS))
+        low, high = ID_RANGES[f"images_{split}"]
+        base = torch.arange(low - 1, high)  # class index = character id - 1
     else:
         raise DataError(f"unknown Omniglot split '{split}'; choose one of {', '.join(SPLITS)}")
     return ClassSplit.with_rotations(store, split, base, tuple(rotations))
