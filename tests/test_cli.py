@@ -27,7 +27,10 @@ def test_train_then_eval_end_to_end_on_real_omniglot(tmp_path, omniglot_root, ca
     report = json.loads((run_dir / "eval-test-5w1s15q-best-40ep-seed0.json").read_text())
     assert report["episodes"] == 40 and report["method"] == "protonet" and report["split"] == "test"
     assert report["seed"] == 0 and report["transductive"] is False
-    assert 0.5 < report["accuracy"] <= 1.0 and report["ci95"] > 0  # chance: 0.2
+    assert report["metric"] == "accuracy" and len(report["results"]) == 1
+    headline = report["results"][0]
+    assert headline["inner_steps"] is None
+    assert 0.5 < headline["mean"] <= 1.0 and headline["ci95"] > 0  # chance: 0.2
 
     code = main(["eval", str(run_dir), "--ways", "20", "--episodes", "30", "--set", "num_threads=1",
                  "--data-root", str(omniglot_root)])

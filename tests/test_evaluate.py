@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from innerloop.evaluate import EvaluationReport, mean_and_ci95
+from innerloop.evaluate import EvaluationReport, StepResult, mean_and_ci95
 
 
 def test_ci95_is_the_normal_interval_of_the_mean():
@@ -18,9 +18,24 @@ def test_ci95_is_the_normal_interval_of_the_mean():
 
 def test_report_is_saved_as_json_and_markdown(tmp_path):
     report = EvaluationReport(method="protonet", transductive=False, dataset="omniglot", split="test",
-                              ways=5, shots=1, queries=15, episodes=1000, seed=0, accuracy=0.98765,
-                              ci95=0.00123, checkpoint="best.pt", step=100, seconds=1.5, date="2026-11-29")
+                              ways=5, shots=1, queries=15, episodes=1000, seed=0, metric="accuracy",
+                              results=[StepResult(None, 0.98765, 0.00123)], checkpoint="best.pt",
+                              step=100, seconds=1.5, date="2026-11-29")
     json_path, markdown_path = report.save(tmp_path)
     assert json_path.name == "eval-test-5w1s15q-best-1000ep-seed0.json"
     text = markdown_path.read_text()
     assert "98.77% ± 0.12%" in text and "transductive | no" in text and "1000 (seed 0)" in text
+
+
+def test_report_of_a_gradient_method_names_every_inner_step_count(tmp_path):
+    report = EvaluationReport(method="maml", transductive=False, dataset="sinusoid", split="test",
+                              ways=1, shots=5, queries=100, episodes=600, seed=0, metric="mse",
+                              results=[StepResult(1, 0.5, 0.01), StepResult(0, 3.0, 0.2),
+                                       StepResult(10, 0.25, 0.005)],
+                              checkpoint="best.pt", step=10, seconds=1.0, date="2026-11-29")
+    json_path, markdown_path = report.save(tmp_path)
+    assert json_path.name == "eval-test-1w5s100q-best-600ep-seed0-steps1-0-10.json"
+    text = markdown_path.read_text()
+    assert "mse after 0 inner steps | **3.0000 ± 0.2000**" in text
+    assert "mse after 10 inner steps | **0.2500 ± 0.0050**" in text and "5-shot regression" in text
+    assert (report.mean, report.ci95) == (0.5, 0.01)

@@ -8,7 +8,7 @@ from innerloop.algorithms import ProtoNet
 from innerloop.algorithms.metric.protonet import class_means, negative_squared_distances
 from innerloop.data.omniglot import omniglot_split
 from innerloop.data.store import ClassSplit
-from innerloop.evaluate import evaluate_accuracy
+from innerloop.evaluate import evaluate_episodes
 from innerloop.nn import Conv4
 from innerloop.tasks import EpisodeSampler, Episodes, FixedEpisodes
 from tests.conftest import make_coded_store
@@ -74,6 +74,6 @@ def test_short_real_omniglot_training_beats_chance_by_a_wide_margin(omniglot_sto
         loss.backward()
         optimizer.step()
     test = FixedEpisodes(EpisodeSampler(omniglot_split(omniglot_store, "test"), 5, 1, 15), 200, seed=0)
-    result = evaluate_accuracy(learner, test)
+    result = evaluate_episodes(learner, test)
     assert result.mean > 0.75, result.mean  # chance is 0.20
     assert learner.training  # evaluation restores the mode

@@ -99,7 +99,7 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp
     for key, state in straight["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg"], resumed["optimizer"]["state"][key]["exp_avg"])
         assert torch.equal(state["exp_avg_sq"], resumed["optimizer"]["state"][key]["exp_avg_sq"])
-    assert straight["best_val_accuracy"] == resumed["best_val_accuracy"]
+    assert straight["best_val_score"] == resumed["best_val_score"]
     assert metric_lines(tmp_path / "straight") == metric_lines(tmp_path / "resumed")
     best_straight = load_checkpoint(tmp_path / "straight" / "best.pt")
     best_resumed = load_checkpoint(tmp_path / "resumed" / "best.pt")
@@ -114,7 +114,7 @@ def test_run_writes_config_metrics_and_best_and_last_checkpoints(tmp_path, split
     assert [line["step"] for line in lines if "loss" in line] == [2, 4, 6]
     assert [line["step"] for line in lines if "val_accuracy" in line] == [3, 6]
     best = load_checkpoint(tmp_path / "best.pt")
-    assert best["step"] == result.best_step and best["val_accuracy"] == result.best_val_accuracy
+    assert best["step"] == result.best_step and best["val_accuracy"] == result.best_val_score
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 

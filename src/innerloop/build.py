@@ -1,43 +1,84 @@
-"""Turn a :class:`Config` into objects: the learner, the dataset splits, thread settings."""
+"""Turn a :class:`Config` into objects: the learner, the dataset splits, samplers, thread settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from innerloop.algorithms import ALGORITHMS, MetaLearner
+from innerloop.algorithms import ALGORITHMS, GradientLearner, MetaLearner
 from innerloop.config import Config
 from innerloop.data import DATASETS, ClassSplit
 from innerloop.nn import BACKBONES
+from innerloop.tasks.fixed import TaskSampler
+from innerloop.tasks.regression import SinusoidTasks
+from innerloop.tasks.sampler import EpisodeSampler
+
+
+def build_backbone(config: Config, batch_norm: str = "running") -> nn.Module:
+    spec = DATASETS[config.data.dataset]
+    if config.model.backbone == "mlp":
+        return BACKBONES["mlp"](in_features=spec.channels, hidden_sizes=tuple(config.model.hidden_sizes))
+    return BACKBONES[config.model.backbone](
+        in_channels=spec.channels, hidden_channels=config.model.hidden_channels,
+        image_size=config.data.image_size, batch_norm=batch_norm)
+
+
+def gradient_learner_options(config: Config) -> dict[str, Any]:
+    """The constructor arguments of a gradient-based learner, from ``inner.*`` and the task."""
+    spec = DATASETS[config.data.dataset]
+    inner = config.inner
+    return {
+        "outputs": config.train.ways if spec.kind == "classification" else 1,
+        "task": spec.kind,
+        "inner_steps": inner.steps,
+        "eval_inner_steps": inner.eval_steps,
+        "inner_lr": inner.lr,
+        "order": inner.order,
+        "adapt": inner.adapt,
+        "inner_optimizer": inner.optimizer,
+        "inner_batch_size": inner.batch_size,
+        "adam_betas": (inner.adam_beta1, inner.adam_beta2),
+        "transductive": inner.transductive,
+        "vectorize": inner.vectorize,
+    }
 
 
 def build_learner(config: Config) -> MetaLearner:
     """The configured algorithm on the configured backbone, initialised from ``config.seed``.
 
-    With ``train.channels_last`` the weights use the NHWC memory layout (same numbers up to
-    floating-point summation order, faster convolutions on CPU).
+    With ``train.channels_last`` the weights of image models use the NHWC memory layout (same
+    numbers up to floating-point summation order, faster convolutions on CPU).
     """
-    spec = DATASETS[config.data.dataset]
+    cls = ALGORITHMS[config.model.algorithm]
     torch.manual_seed(config.seed)
-    backbone = BACKBONES[config.model.backbone](
-        in_channels=spec.channels,
-        hidden_channels=config.model.hidden_channels,
-        image_size=config.data.image_size,
-    )
-    learner = ALGORITHMS[config.model.algorithm](backbone)
-    if config.train.channels_last:
+    backbone = build_backbone(config, cls.backbone_batch_norm)
+    if issubclass(cls, GradientLearner):
+        learner: MetaLearner = cls(backbone, **gradient_learner_options(config))
+    else:
+        learner = cls(backbone)
+    if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
         learner = learner.to(memory_format=torch.channels_last)
     return learner
 
 
-def load_splits(config: Config, data_root: str | Path | None, names: list[str]) -> dict[str, ClassSplit]:
+def load_splits(config: Config, data_root: str | Path | None, names: list[str]) -> dict[str, Any]:
     """Load the dataset once (``data_root`` wins over ``data.root``) and return the named splits."""
     spec = DATASETS[config.data.dataset]
     store = spec.load(data_root or config.data.root, image_size=config.data.image_size,
                       download=config.data.download)
     rotations = tuple(config.data.rotations)
     return {name: spec.split(store, name, rotations=rotations) for name in names}
+
+
+def build_sampler(config: Config, split: Any, ways: int, shots: int, queries: int) -> TaskSampler:
+    """The episode sampler of the dataset's kind: class episodes or regression tasks."""
+    if DATASETS[config.data.dataset].kind == "regression":
+        return SinusoidTasks(split, shots, queries)
+    assert isinstance(split, ClassSplit)
+    return EpisodeSampler(split, ways, shots, queries)
 
 
 def set_threads(config: Config) -> None:

@@ -35,7 +35,25 @@ class DataConfig:
 class ModelConfig:
     algorithm: str = "protonet"
     backbone: str = "conv4"
-    hidden_channels: int = 64
+    hidden_channels: int = 64  # conv4
+    hidden_sizes: list[int] = field(default_factory=lambda: [40, 40])  # mlp
+
+
+@dataclass
+class InnerConfig:
+    """The inner loop of gradient-based methods (maml, metasgd, anil, reptile)."""
+
+    steps: int = 1  # inner steps while meta-training
+    eval_steps: int | None = None  # inner steps at validation/test; None: same as steps
+    lr: float = 0.4  # inner learning rate (metasgd: initial value of the learned rates)
+    optimizer: str = "sgd"  # sgd | adam
+    order: str = "second"  # second (through the inner gradients) | first (first-order MAML)
+    adapt: str | None = None  # all | head | body; None: the method's own (anil: head)
+    batch_size: int | None = None  # support examples per inner step; None: all of them
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
+    vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
 
 
 @dataclass
@@ -44,7 +62,7 @@ class OptimizerConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "step"  # constant | step | cosine
+    schedule: str = "step"  # constant | step | cosine | linear (to 0 at the last step)
     step_size: int = 2000  # step schedule: multiply lr by gamma every step_size steps
     gamma: float = 0.5
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
@@ -72,6 +90,7 @@ class EvalConfig:
     episodes: int = 1000
     seed: int = 0
     batch_size: int = 50
+    inner_steps: list[int] = field(default_factory=list)  # gradient methods: also report these
 
 
 @dataclass
@@ -81,6 +100,7 @@ class Config:
     num_threads: int = 2  # torch intra-op threads; 0 keeps torch's default
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -230,9 +250,21 @@ def validate(config: Config) -> None:
     _choice("model.algorithm", config.model.algorithm, ALGORITHMS)
     _choice("model.backbone", config.model.backbone, BACKBONES)
     _choice("optim.name", config.optim.name, ("adam", "sgd"))
-    _choice("optim.schedule", config.optim.schedule, ("constant", "step", "cosine"))
+    _choice("optim.schedule", config.optim.schedule, ("constant", "step", "cosine", "linear"))
     _at_least("seed", config.seed, 0)
     _at_least("num_threads", config.num_threads, 0)
+    _validate_inner(config)
+    _common_ranges(config)
+    _at_least("optim.weight_decay", config.optim.weight_decay, 0.0)
+    _at_least("optim.step_size", config.optim.step_size, 1)
+    if not 0 < config.optim.gamma <= 1:
+        raise ConfigError(f"optim.gamma must be in (0, 1], got {config.optim.gamma}")
+    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
+        raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+    _at_least("eval.seed", config.eval.seed, 0)
+    if spec.kind == "regression":
+        _validate_regression(config)
+        return
     _at_least("data.image_size", config.data.image_size, 16)
     if config.data.image_size > spec.max_image_size:
         raise ConfigError(f"data.image_size must be <= {spec.max_image_size} for {spec.name} "
@@ -243,21 +275,9 @@ def validate(config: Config) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    if config.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
-    _at_least("optim.weight_decay", config.optim.weight_decay, 0.0)
-    _at_least("optim.step_size", config.optim.step_size, 1)
-    if not 0 < config.optim.gamma <= 1:
-        raise ConfigError(f"optim.gamma must be in (0, 1], got {config.optim.gamma}")
-    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
-        raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+    if config.model.backbone == "mlp":
+        raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
     train, evaluation = config.train, config.eval
-    for key in ("steps", "meta_batch_size", "log_every", "val_every", "val_episodes",
-                "checkpoint_every"):
-        _at_least(f"train.{key}", getattr(train, key), 1)
-    _at_least("eval.episodes", evaluation.episodes, 1)
-    _at_least("eval.batch_size", evaluation.batch_size, 1)
-    _at_least("eval.seed", evaluation.seed, 0)
     rotations = tuple(config.data.rotations)
     shapes = [("train", "train_split", train.ways, train.shots, train.queries),
               ("eval", "val_split", evaluation.ways, evaluation.shots, evaluation.queries),
@@ -271,3 +291,69 @@ def validate(config: Config) -> None:
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
+
+
+def _common_ranges(config: Config) -> None:
+    if config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    for key in ("steps", "meta_batch_size", "log_every", "val_every", "val_episodes",
+                "checkpoint_every", "shots", "queries"):
+        _at_least(f"train.{key}", getattr(config.train, key), 1)
+    for key in ("episodes", "batch_size", "shots", "queries"):
+        _at_least(f"eval.{key}", getattr(config.eval, key), 1)
+
+
+def _validate_inner(config: Config) -> None:
+    """The inner-loop keys, and which algorithms they apply to."""
+    from innerloop.algorithms import ALGORITHMS, GradientLearner
+    from innerloop.functional import ORDERS, PARAMETER_FILTERS
+
+    inner = config.inner
+    gradient_based = issubclass(ALGORITHMS[config.model.algorithm], GradientLearner)
+    _at_least("inner.steps", inner.steps, 0)
+    if inner.eval_steps is not None:
+        _at_least("inner.eval_steps", inner.eval_steps, 0)
+    if inner.lr <= 0:
+        raise ConfigError(f"inner.lr must be > 0, got {inner.lr}")
+    _choice("inner.optimizer", inner.optimizer, ("sgd", "adam"))
+    _choice("inner.order", inner.order, ORDERS)
+    if inner.adapt is not None:
+        _choice("inner.adapt", inner.adapt, PARAMETER_FILTERS)
+    if inner.batch_size is not None:
+        _at_least("inner.batch_size", inner.batch_size, 1)
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(inner, key) < 1:
+            raise ConfigError(f"inner.{key} must be in [0, 1), got {getattr(inner, key)}")
+    for index, steps in enumerate(config.eval.inner_steps):
+        _at_least(f"eval.inner_steps[{index}]", steps, 0)
+    if not gradient_based and config.eval.inner_steps:
+        raise ConfigError(f"eval.inner_steps applies to gradient-based methods; "
+                          f"{config.model.algorithm} has no inner steps (remove it)")
+    if config.model.algorithm == "metasgd" and inner.optimizer != "sgd":
+        raise ConfigError("inner.optimizer: metasgd learns per-parameter SGD rates; use sgd")
+    if gradient_based and config.train.ways != config.eval.ways:
+        raise ConfigError(f"eval.ways: {config.model.algorithm} has a {config.train.ways}-way "
+                          f"linear head (train.ways), so it is evaluated on {config.train.ways}-way "
+                          f"tasks; set eval.ways={config.train.ways} or train a {config.eval.ways}-way recipe")
+
+
+def _validate_regression(config: Config) -> None:
+    """Regression task families: gradient-based methods on the MLP, one output, ways = 1."""
+    from innerloop.algorithms import ALGORITHMS, GradientLearner
+    from innerloop.data import DATASETS
+
+    if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
+        raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
+                          f"dataset {config.data.dataset} use maml, metasgd, anil or reptile")
+    if config.model.backbone != "mlp":
+        raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
+    if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:
+        raise ConfigError(f"model.hidden_sizes must be a non-empty list of sizes >= 1, "
+                          f"got {config.model.hidden_sizes}")
+    for key in ("train_split", "val_split", "test_split"):
+        _choice(f"data.{key}", getattr(config.data, key), DATASETS[config.data.dataset].splits)
+    for section in ("train", "eval"):
+        if getattr(config, section).ways != 1:
+            raise ConfigError(f"{section}.ways must be 1 for the regression dataset "
+                              f"{config.data.dataset} (one function per task)")
+    _common_ranges(config)

@@ -2,7 +2,11 @@
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric import ProtoNet
+from innerloop.algorithms.optimization import ANIL, MAML, GradientLearner, MetaSGD, Reptile
 
-ALGORITHMS: dict[str, type[MetaLearner]] = {ProtoNet.name: ProtoNet}
+ALGORITHMS: dict[str, type[MetaLearner]] = {
+    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, Reptile)
+}
 
-__all__ = ["ALGORITHMS", "MetaLearner", "ProtoNet"]
+__all__ = ["ALGORITHMS", "ANIL", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+           "Reptile"]

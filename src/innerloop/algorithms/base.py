@@ -10,10 +10,11 @@ Two choices differ from the first sketch in DESIGN.md, on purpose:
 * ``adapt`` receives ``ways``: labels are ``0..ways-1``, but inferring ``ways`` from
   ``support_y.max() + 1`` is a data-dependent shape that ``torch.func.vmap`` cannot trace, and
   it is wrong for a support set that happens to miss its last class.
-* the default ``query_logits`` adapts to the tasks one after another; the vmapped default
-  arrives with the functional core (parameters as dicts), and every method may override it with
-  a batched path (ProtoNet embeds all tasks' images in one call). Tests check that the two
-  agree.
+* the default ``query_logits`` adapts to the tasks one after another rather than under
+  ``torch.func.vmap``: on a CPU the loop is faster for Conv-4 (``benchmarks/maml_speed.py``).
+  Gradient-based methods offer the vmapped path as an option (``vectorize``), and every method
+  may override ``query_logits`` with a batched path (ProtoNet embeds all tasks' images in one
+  call). Tests check that the paths agree.
 """
 
 from __future__ import annotations
@@ -34,10 +35,18 @@ class MetaLearner(nn.Module):
         name: registry name (``innerloop list`` shows it).
         transductive: True when predictions for one query depend on the other queries (for
             example BatchNorm in training mode at test time); evaluation reports print it.
+        backbone_batch_norm: which BatchNorm the backbone is built with: ``"running"`` for
+            methods trained by ordinary backpropagation, ``"task"`` (per-task batch statistics,
+            no buffers) for methods that run the backbone through ``torch.func``.
+        metric_name, higher_is_better: the per-episode score of :meth:`episode_metric`
+            (validation keeps the checkpoint that scores best).
     """
 
     name: str = "metalearner"
     transductive: bool = False
+    backbone_batch_norm: str = "running"  # the backbone's BatchNorm kind (see innerloop.nn.conv4)
+    metric_name: str = "accuracy"  # what episode_metric returns, per task
+    higher_is_better: bool = True
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Any:
         """The inner loop for one task: support set → task state."""
@@ -61,7 +70,15 @@ class MetaLearner(nn.Module):
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """Outer objective: mean query cross-entropy over tasks, and the query accuracy."""
-        logits = self.query_logits(episodes)
+        return self._classification_loss(self.query_logits(episodes), episodes)
+
+    @staticmethod
+    def _classification_loss(logits: Tensor, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten())
         accuracy = (logits.argmax(-1) == episodes.query_y).float().mean()
         return loss, {"accuracy": float(accuracy)}
+
+    def episode_metric(self, episodes: Episodes) -> Tensor:
+        """The score of each task (float64 ``[T]``): by default its query accuracy."""
+        logits = self.query_logits(episodes)
+        return (logits.argmax(-1) == episodes.query_y).to(torch.float64).mean(dim=1)

@@ -3,7 +3,7 @@
     innerloop train CONFIG [--set key=value ...] [--run-dir DIR] [--data-root DIR]
     innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
     innerloop list
-    innerloop demo [--data-root DIR] [--run-dir DIR]
+    innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def _train_and_report(config: Config, run_dir: Path, data_root: str | None, prog
 
     print(f"run directory: {run_dir}")
     result = Trainer(config, run_dir, data_root=data_root, progress=progress).fit()
-    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation accuracy "
-          f"{100 * result.best_val_accuracy:.2f}% at step {result.best_step}")
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation {result.metric} "
+          f"{result.best_val_score:.4f} at step {result.best_step}")
     if evaluate:
         print(evaluate_run(run_dir, "best", data_root=data_root).markdown())
     return 0
@@ -80,14 +80,35 @@ def _list(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from innerloop.config import config_from_dict
-    from innerloop.demo import DEMO_STEPS, demo_config
+    from innerloop.demo import DEMO_STEPS, SINUSOID_DEMO_STEPS, demo_config, sinusoid_demo_config
 
     config = config_from_dict(demo_config(args.steps or DEMO_STEPS))
-    print(f"innerloop demo: ProtoNet, Conv-4, Omniglot; {config.train.steps} steps of "
+    print(f"innerloop demo (1/2): ProtoNet, Conv-4, Omniglot; {config.train.steps} steps of "
           f"{config.train.ways}-way {config.train.shots}-shot training, then "
           f"{config.eval.ways}-way {config.eval.shots}-shot test on {config.eval.episodes} "
           f"fixed episodes.")
-    return _train_and_report(config, Path(args.run_dir), args.data_root, progress=True)
+    _train_and_report(config, Path(args.run_dir), args.data_root, progress=True)
+
+    sinusoid = config_from_dict(sinusoid_demo_config(args.sinusoid_steps or SINUSOID_DEMO_STEPS))
+    run_dir = Path(args.run_dir).with_name(Path(args.run_dir).name + "-sinusoid")
+    print(f"\ninnerloop demo (2/2): MAML, MLP(40, 40), sinusoid regression; {sinusoid.train.steps} "
+          f"steps of {sinusoid.train.shots}-shot training, then the test MSE after 0, 1 and 10 "
+          f"inner steps on {sinusoid.eval.episodes} fixed tasks.")
+    _train_and_report(sinusoid, run_dir, args.data_root, progress=True)
+    print(f"plot of the fits before and after adaptation: {_plot_sinusoid(sinusoid, run_dir)}")
+    return 0
+
+
+def _plot_sinusoid(config: Config, run_dir: Path) -> Path:
+    from innerloop.build import build_learner, build_sampler, load_splits
+    from innerloop.evaluate.plots import plot_regression_fits
+    from innerloop.train.checkpoint import BEST, load_checkpoint
+
+    learner = build_learner(config)
+    learner.load_state_dict(load_checkpoint(run_dir / BEST)["model"])
+    split = load_splits(config, None, [config.data.test_split])[config.data.test_split]
+    tasks = build_sampler(config, split, 1, config.eval.shots, config.eval.queries)
+    return plot_regression_fits(learner, tasks, run_dir / "fits.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="algorithms, backbones, datasets and recipes")
     listing.set_defaults(handler=_list)
 
-    demo = commands.add_parser("demo", help="train and evaluate a ProtoNet on Omniglot in a few minutes")
+    demo = commands.add_parser("demo", help="train and evaluate a ProtoNet on Omniglot and MAML on "
+                                             "sinusoids in a few minutes")
     demo.add_argument("--data-root")
     demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--steps", type=int, default=None)
+    demo.add_argument("--steps", type=int, default=None, help="ProtoNet training steps")
+    demo.add_argument("--sinusoid-steps", type=int, default=None, help="MAML sinusoid training steps")
     demo.set_defaults(handler=_demo)
     return parser
 

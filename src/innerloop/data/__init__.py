@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from innerloop.data import omniglot
+from innerloop.data import omniglot, sinusoid
 from innerloop.data.paths import resolve_data_root, store_cache_dir
 from innerloop.data.store import ClassSplit, TensorStore
 
@@ -19,10 +19,11 @@ class DatasetSpec:
     splits: tuple[str, ...]
     base_classes: dict[str, int]  # classes per split before rotation augmentation
     examples_per_class: int  # the smallest class's size
-    channels: int
-    max_image_size: int  # the side of the source images
-    load: Callable[..., TensorStore]
-    split: Callable[..., ClassSplit]
+    channels: int  # image channels; for regression, the input features
+    max_image_size: int  # the side of the source images (0 for regression)
+    load: Callable[..., TensorStore | None]
+    split: Callable[..., ClassSplit | sinusoid.SinusoidSplit]
+    kind: str = "classification"  # or "regression": MSE loss, generated tasks, ways = 1
 
     def num_classes(self, split: str, rotations: tuple[int, ...]) -> int:
         return self.base_classes[split] * len(rotations)
@@ -46,6 +47,17 @@ DATASETS: dict[str, DatasetSpec] = {
         max_image_size=105,
         load=omniglot.load_omniglot,
         split=omniglot.omniglot_split,
+    ),
+    "sinusoid": DatasetSpec(
+        name="sinusoid",
+        splits=sinusoid.SPLITS,
+        base_classes={},
+        examples_per_class=0,
+        channels=1,
+        max_image_size=0,
+        load=sinusoid.load_sinusoid,
+        split=sinusoid.sinusoid_split,
+        kind="regression",
     ),
 }
 

@@ -1,4 +1,7 @@
-"""The evaluation protocol: accuracy over fixed seeded episodes, mean ± 95% confidence interval.
+"""The evaluation protocol: a per-episode score over fixed seeded episodes, mean ± 95% CI.
+
+The score is the learner's ``episode_metric``: query accuracy for classifiers, query mean
+squared error for regression learners (``learner.metric_name`` says which).
 
 The interval is the normal approximation used throughout the few-shot literature,
 ``1.96 * std(accuracies, ddof=1) / sqrt(num_episodes)``, over per-episode query accuracies.
@@ -18,17 +21,18 @@ from innerloop.tasks.fixed import FixedEpisodes
 
 
 @dataclass(frozen=True)
-class AccuracyResult:
-    """Per-episode accuracies and their summary."""
+class EpisodeResult:
+    """Per-episode scores (accuracy or MSE, named by ``metric``) and their summary."""
 
-    episode_accuracies: Tensor  # float64 [num_episodes]
+    metric: str
+    episode_scores: Tensor  # float64 [num_episodes]
     mean: float
     ci95: float
     seconds: float
 
     @property
     def num_episodes(self) -> int:
-        return int(self.episode_accuracies.numel())
+        return int(self.episode_scores.numel())
 
 
 def mean_and_ci95(values: Tensor) -> tuple[float, float]:
@@ -40,18 +44,21 @@ def mean_and_ci95(values: Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluate_accuracy(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50) -> AccuracyResult:
-    """Score ``learner`` on every fixed episode (learner in eval mode; its mode is restored)."""
+def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50) -> EpisodeResult:
+    """Score ``learner`` on every fixed episode (learner in eval mode; its mode is restored).
+
+    Gradient-based learners still take their inner steps here: they enable autograd for the
+    inner loop themselves and run it first order, keeping no graph.
+    """
     was_training = learner.training
     learner.eval()
     start = time.perf_counter()
-    accuracies = []
+    scores = []
     try:
         for batch in episodes.batches(batch_size):
-            logits = learner.query_logits(batch)
-            accuracies.append((logits.argmax(-1) == batch.query_y).to(torch.float64).mean(dim=1))
+            scores.append(learner.episode_metric(batch).to(torch.float64))
     finally:
         learner.train(was_training)
-    per_episode = torch.cat(accuracies)
+    per_episode = torch.cat(scores)
     mean, ci95 = mean_and_ci95(per_episode)
-    return AccuracyResult(per_episode, mean, ci95, time.perf_counter() - start)
+    return EpisodeResult(learner.metric_name, per_episode, mean, ci95, time.perf_counter() - start)

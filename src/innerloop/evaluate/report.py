@@ -1,7 +1,12 @@
 """Evaluation reports: one JSON and one Markdown file per evaluation setting in the run folder.
 
-The file name carries everything that changes the number — split, ways, shots, queries,
-checkpoint, episode count and seed — so evaluations with different settings never overwrite each other.
+The file name carries everything that changes the numbers — split, ways, shots, queries,
+checkpoint, episode count, seed and, for gradient-based methods, the inner step counts — so
+evaluations with different settings never overwrite each other.
+
+A report holds one score per evaluated inner-step count (``results``; a single entry with
+``inner_steps = None`` for methods without an inner loop). The first entry is the headline
+number (``mean``/``ci95``).
 """
 
 from __future__ import annotations
@@ -9,8 +14,15 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StepResult:
+    inner_steps: int | None  # inner steps taken on each support set; None: no inner loop
+    mean: float
+    ci95: float
 
 
 @dataclass(frozen=True)
@@ -24,26 +36,43 @@ class EvaluationReport:
     queries: int
     episodes: int
     seed: int
-    accuracy: float
-    ci95: float
+    metric: str  # accuracy | mse
+    results: list[StepResult]
     checkpoint: str
     step: int
     seconds: float
     date: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return self.results[0].mean
+
+    @property
+    def ci95(self) -> float:
+        return self.results[0].ci95
 
     @property
     def stem(self) -> str:
         checkpoint = self.checkpoint.removesuffix(".pt")
+        steps = [r.inner_steps for r in self.results if r.inner_steps is not None]
+        step_part = f"-steps{'-'.join(map(str, steps))}" if steps else ""
         return (f"eval-{self.split}-{self.ways}w{self.shots}s{self.queries}q-{checkpoint}-"
-                f"{self.episodes}ep-seed{self.seed}")
+                f"{self.episodes}ep-seed{self.seed}{step_part}")
+
+    def _format(self, value: float, ci95: float) -> str:
+        if self.metric == "accuracy":
+            return f"{100 * value:.2f}% ± {100 * ci95:.2f}%"
+        return f"{value:.4f} ± {ci95:.4f}"
 
     def markdown(self) -> str:
-        return "\n".join([
-            f"# {self.method} on {self.dataset} ({self.split}), {self.ways}-way {self.shots}-shot",
-            "",
-            "| | |",
-            "| --- | --- |",
-            f"| accuracy | **{100 * self.accuracy:.2f}% ± {100 * self.ci95:.2f}%** (95% CI) |",
+        shape = (f"{self.ways}-way {self.shots}-shot" if self.metric == "accuracy"
+                 else f"{self.shots}-shot regression")
+        lines = [f"# {self.method} on {self.dataset} ({self.split}), {shape}", "", "| | |", "| --- | --- |"]
+        for result in self.results:
+            where = "" if result.inner_steps is None else f" after {result.inner_steps} inner steps"
+            lines.append(f"| {self.metric}{where} | **{self._format(result.mean, result.ci95)}** (95% CI) |")
+        lines += [
             f"| method | {self.method} |",
             f"| transductive | {'yes' if self.transductive else 'no'} |",
             f"| dataset / split | {self.dataset} / {self.split} |",
@@ -52,13 +81,18 @@ class EvaluationReport:
             f"| checkpoint | {self.checkpoint} (step {self.step}) |",
             f"| evaluation time | {self.seconds:.1f} s |",
             f"| date | {self.date} |",
+            *(f"| note | {note} |" for note in self.notes),
             "",
-        ])
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def save(self, run_dir: Path) -> tuple[Path, Path]:
         json_path = run_dir / f"{self.stem}.json"
         markdown_path = run_dir / f"{self.stem}.md"
-        for path, text in ((json_path, json.dumps(asdict(self), indent=2) + "\n"),
+        for path, text in ((json_path, json.dumps(self.to_dict(), indent=2) + "\n"),
                            (markdown_path, self.markdown())):
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(text)

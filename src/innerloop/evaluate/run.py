@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from innerloop.build import build_learner, load_splits, set_threads
+from innerloop.algorithms import GradientLearner
+from innerloop.build import build_learner, build_sampler, load_splits, set_threads
 from innerloop.config import Config, config_from_dict
 from innerloop.errors import InnerloopError
-from innerloop.evaluate.protocol import evaluate_accuracy
-from innerloop.evaluate.report import EvaluationReport, today
+from innerloop.evaluate.protocol import evaluate_episodes
+from innerloop.evaluate.report import EvaluationReport, StepResult, today
 from innerloop.tasks.fixed import FixedEpisodes
-from innerloop.tasks.sampler import EpisodeSampler
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint
 
 
@@ -19,7 +19,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
                  overrides: list[str] | None = None) -> EvaluationReport:
     """Load ``run_dir``'s config and checkpoint (``best`` or ``last``), score it, save reports.
 
-    ``overrides`` are ``eval.*``/``data.test_split`` assignments such as ``eval.ways=20``.
+    ``overrides`` are ``eval.*``, ``inner.eval_steps``, ``data.test_split`` or ``num_threads``
+    assignments such as ``eval.ways=20``. Gradient-based methods are scored after
+    ``inner.eval_steps`` inner steps, then after each count in ``eval.inner_steps``.
     """
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
@@ -29,26 +31,37 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         raise InnerloopError(f"{run_dir} has no best.pt yet (no validation has run); evaluate "
                              f"its last.pt with --checkpoint last, or finish training first")
     payload = load_checkpoint(path)
+    allowed = ("data.test_split", "num_threads", "inner.eval_steps")
     for assignment in overrides or []:
         key = assignment.split("=", 1)[0].strip()
-        if not (key.startswith("eval.") or key == "data.test_split" or key == "num_threads"):
-            raise InnerloopError(f"evaluation can only change eval.*, data.test_split and "
-                                 f"num_threads; '{key}' is fixed by the trained run")
+        if not (key.startswith("eval.") or key in allowed):
+            raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
+                                 f"'{key}' is fixed by the trained run")
     config: Config = config_from_dict(payload["config"], overrides)
     set_threads(config)
     learner = build_learner(config)
     learner.load_state_dict(payload["model"])
     split = load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
     evaluation = config.eval
-    episodes = FixedEpisodes(EpisodeSampler(split, evaluation.ways, evaluation.shots,
-                                            evaluation.queries), evaluation.episodes, evaluation.seed)
+    episodes = FixedEpisodes(build_sampler(config, split, evaluation.ways, evaluation.shots,
+                                           evaluation.queries), evaluation.episodes, evaluation.seed)
     start = time.perf_counter()
-    result = evaluate_accuracy(learner, episodes, evaluation.batch_size)
+    results = []
+    if isinstance(learner, GradientLearner):
+        step_counts = [learner.eval_inner_steps]
+        step_counts += [s for s in evaluation.inner_steps if s not in step_counts]
+        for steps in step_counts:
+            learner.eval_inner_steps = steps
+            result = evaluate_episodes(learner, episodes, evaluation.batch_size)
+            results.append(StepResult(steps, result.mean, result.ci95))
+    else:
+        result = evaluate_episodes(learner, episodes, evaluation.batch_size)
+        results.append(StepResult(None, result.mean, result.ci95))
     report = EvaluationReport(
         method=learner.name, transductive=learner.transductive, dataset=config.data.dataset,
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,
-        episodes=evaluation.episodes, seed=evaluation.seed, accuracy=result.mean, ci95=result.ci95,
-        checkpoint=path.name, step=int(payload["step"]), seconds=time.perf_counter() - start,
-        date=today())
+        episodes=evaluation.episodes, seed=evaluation.seed, metric=learner.metric_name,
+        results=results, checkpoint=path.name, step=int(payload["step"]),
+        seconds=time.perf_counter() - start, date=today())
     report.save(run_dir)
     return report

@@ -1,11 +1,13 @@
-"""Backbones, found by name through :data:`BACKBONES`."""
+"""Backbones, found by name through :data:`BACKBONES`; all of them run under ``torch.func``."""
 
 from collections.abc import Callable
 
 from torch import nn
 
-from innerloop.nn.conv4 import Conv4
+from innerloop.nn.conv4 import BATCH_NORMS, Conv4
+from innerloop.nn.mlp import MLP
+from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups, task_batch_norm
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP}
 
-__all__ = ["BACKBONES", "Conv4"]
+__all__ = ["BACKBONES", "BATCH_NORMS", "Conv4", "MLP", "TaskBatchNorm", "batch_norm_groups", "task_batch_norm"]

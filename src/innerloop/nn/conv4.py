@@ -1,8 +1,13 @@
-"""Conv-4, the standard few-shot backbone (Vinyals et al. 2016; Snell et al. 2017).
+"""Conv-4, the standard few-shot backbone (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017).
 
 Four blocks of ``3x3 conv (hidden_channels) → BatchNorm → ReLU → 2x2 max-pool``; the output is
 flattened. On 28x28 Omniglot the spatial size goes 28 → 14 → 7 → 3 → 1, so the embedding has
 ``hidden_channels`` (64) features.
+
+``batch_norm`` chooses the normalization: ``"running"`` (``nn.BatchNorm2d``: batch statistics in
+training, running statistics in eval mode — for metric learners trained with ordinary
+backpropagation), ``"task"`` (:class:`~innerloop.nn.task_batch_norm.TaskBatchNorm`: always the
+current batch's statistics, no buffers — for learners run through ``torch.func``) or ``"none"``.
 """
 
 from __future__ import annotations
@@ -10,11 +15,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from innerloop.nn.task_batch_norm import TaskBatchNorm
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+BATCH_NORMS = ("running", "task", "none")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "running":
+        return nn.BatchNorm2d(channels)
+    if kind == "task":
+        return TaskBatchNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"batch_norm must be one of {', '.join(BATCH_NORMS)}, got '{kind}'")
+
+
+def conv_block(in_channels: int, out_channels: int, batch_norm: str = "running") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm2d(out_channels),
+        _norm(batch_norm, out_channels),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
@@ -23,11 +42,12 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class Conv4(nn.Module):
     """Conv-4 embedding network: ``[B, C, H, W] → [B, embedding_dim]``."""
 
-    def __init__(self, in_channels: int = 1, hidden_channels: int = 64, image_size: int = 28) -> None:
+    def __init__(self, in_channels: int = 1, hidden_channels: int = 64, image_size: int = 28,
+                 batch_norm: str = "running") -> None:
         super().__init__()
         self.blocks = nn.Sequential(
-            conv_block(in_channels, hidden_channels),
-            *(conv_block(hidden_channels, hidden_channels) for _ in range(3)),
+            conv_block(in_channels, hidden_channels, batch_norm),
+            *(conv_block(hidden_channels, hidden_channels, batch_norm) for _ in range(3)),
         )
         side = image_size
         for _ in range(4):

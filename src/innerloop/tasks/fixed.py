@@ -11,14 +11,29 @@ from collections.abc import Iterator
 
 import torch
 
+from typing import Any, Protocol
+
 from innerloop.tasks.episodes import Episodes
-from innerloop.tasks.sampler import EpisodeIndices, EpisodeSampler
+
+
+class TaskSampler(Protocol):
+    """What fixed episodes need from a sampler: a small plan of episodes, then their tensors.
+
+    The plan (``EpisodeIndices`` for images, task parameters for regression) has
+    ``slice(start, stop)``; ``gather(plan)`` builds the :class:`Episodes`.
+    """
+
+    def sample_indices(self, num_tasks: int, generator: torch.Generator) -> Any: ...
+
+    def gather(self, indices: Any) -> Episodes: ...
+
+    def sample(self, num_tasks: int, generator: torch.Generator) -> Episodes: ...
 
 
 class FixedEpisodes:
     """``num_episodes`` episodes of ``sampler``'s shape, fixed by ``seed``."""
 
-    def __init__(self, sampler: EpisodeSampler, num_episodes: int, seed: int) -> None:
+    def __init__(self, sampler: TaskSampler, num_episodes: int, seed: int) -> None:
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
         self.sampler = sampler
@@ -33,5 +48,4 @@ class FixedEpisodes:
         """Yield the episodes in order, ``batch_size`` at a time."""
         for start in range(0, self.num_episodes, batch_size):
             stop = min(start + batch_size, self.num_episodes)
-            yield self.sampler.gather(EpisodeIndices(self.indices.class_ids[start:stop],
-                                                     self.indices.rows[start:stop]))
+            yield self.sampler.gather(self.indices.slice(start, stop))

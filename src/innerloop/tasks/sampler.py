@@ -31,6 +31,9 @@ class EpisodeIndices:
     class_ids: Tensor  # int64 [T, ways], indices into the split's classes
     rows: Tensor  # int64 [T, ways, shots + queries], rows of the store's images
 
+    def slice(self, start: int, stop: int) -> EpisodeIndices:
+        return EpisodeIndices(self.class_ids[start:stop], self.rows[start:stop])
+
 
 class EpisodeSampler:
     """Draws :class:`Episodes` of a fixed shape from a :class:`ClassSplit`.

@@ -34,13 +34,12 @@ import torch
 from tqdm import tqdm
 
 from innerloop.algorithms.base import MetaLearner
-from innerloop.build import build_learner, load_splits, set_threads
+from innerloop.build import build_learner, build_sampler, load_splits, set_threads
 from innerloop.config import Config, config_from_dict, save_config
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
-from innerloop.evaluate.protocol import evaluate_accuracy
+from innerloop.evaluate.protocol import evaluate_episodes
 from innerloop.tasks.fixed import FixedEpisodes
-from innerloop.tasks.sampler import EpisodeSampler
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 
 VALIDATION_SEED_OFFSET = 1_000_003
@@ -59,6 +58,8 @@ def learning_rate(config: Config, step: int) -> float:
         return optim.lr * optim.gamma ** (step // optim.step_size)
     if optim.schedule == "cosine":
         return 0.5 * optim.lr * (1.0 + math.cos(math.pi * step / config.train.steps))
+    if optim.schedule == "linear":
+        return optim.lr * (1.0 - step / config.train.steps)
     return optim.lr
 
 
@@ -74,7 +75,8 @@ def build_optimizer(config: Config, learner: MetaLearner) -> torch.optim.Optimiz
 class TrainResult:
     run_dir: Path
     steps: int
-    best_val_accuracy: float
+    metric: str  # the validation score: accuracy (higher is better) or mse (lower is better)
+    best_val_score: float
     best_step: int
     seconds: float
 
@@ -106,21 +108,21 @@ class Trainer:
         names = [config.data.train_split, config.data.val_split]
         self.splits = splits or load_splits(config, data_root, names)
         train = config.train
-        self.sampler = EpisodeSampler(self.splits[config.data.train_split], train.ways,
-                                      train.shots, train.queries)
+        self.sampler = build_sampler(config, self.splits[config.data.train_split], train.ways,
+                                     train.shots, train.queries)
         evaluation = config.eval
         self.validation = FixedEpisodes(
-            EpisodeSampler(self.splits[config.data.val_split], evaluation.ways, evaluation.shots,
-                           evaluation.queries),
+            build_sampler(config, self.splits[config.data.val_split], evaluation.ways,
+                          evaluation.shots, evaluation.queries),
             train.val_episodes, seed=evaluation.seed + VALIDATION_SEED_OFFSET)
         self.learner = build_learner(config)
         self.optimizer = build_optimizer(config, self.learner)
         self.step = 0
-        self.best_val_accuracy = -1.0
+        self.best_val_score = math.nan  # nan until the first validation
         self.best_step = -1
         self.validated_step = -1
         self.logged_step = -1
-        self.interval: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
+        self.interval: dict[str, float] = {"loss": 0.0, "count": 0, "lr": 0.0}
         self._consistent = True
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class Trainer:
             "step": self.step,
             "model": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "best_val_accuracy": self.best_val_accuracy,
+            "best_val_score": self.best_val_score,
             "best_step": self.best_step,
             "validated_step": self.validated_step,
             "logged_step": self.logged_step,
@@ -151,7 +153,7 @@ class Trainer:
         self.learner.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
-        self.best_val_accuracy = float(payload["best_val_accuracy"])
+        self.best_val_score = float(payload["best_val_score"])
         self.best_step = int(payload["best_step"])
         self.validated_step = int(payload.get("validated_step", self.step))
         self.logged_step = int(payload.get("logged_step", self.step))
@@ -167,7 +169,7 @@ class Trainer:
             for line in path.read_text().splitlines():
                 try:
                     record = json.loads(line)
-                    last = self.validated_step if "val_accuracy" in record else self.logged_step
+                    last = self.validated_step if "val_ci95" in record else self.logged_step
                     if record["step"] <= min(last, self.step):
                         kept.append(line)
                 except (ValueError, KeyError, TypeError):
@@ -182,15 +184,22 @@ class Trainer:
     def validate(self) -> float:
         """Score the fixed validation episodes; keep ``best.pt``. Each write comes before the
         state that records it, so an interruption anywhere leaves a state that resume redoes."""
-        result = evaluate_accuracy(self.learner, self.validation, self.config.eval.batch_size)
-        if result.mean > self.best_val_accuracy:
+        result = evaluate_episodes(self.learner, self.validation, self.config.eval.batch_size)
+        if self._improves(result.mean):
             save_checkpoint({"config": self.config.to_dict(), "step": self.step,
-                             "model": self.learner.state_dict(), "val_accuracy": result.mean},
+                             "model": self.learner.state_dict(), f"val_{result.metric}": result.mean},
                             self.run_dir / BEST)
-            self.best_val_accuracy, self.best_step = result.mean, self.step
-        self._log({"step": self.step, "val_accuracy": result.mean, "val_ci95": result.ci95})
+            self.best_val_score, self.best_step = result.mean, self.step
+        self._log({"step": self.step, f"val_{result.metric}": result.mean, "val_ci95": result.ci95})
         self.validated_step = self.step
         return result.mean
+
+    def _improves(self, score: float) -> bool:
+        if math.isnan(self.best_val_score):
+            return not math.isnan(score)
+        if self.learner.higher_is_better:
+            return score > self.best_val_score
+        return score < self.best_val_score
 
     def _due(self, every: int, done_step: int) -> bool:
         at_step = self.step % every == 0 or self.step == self.config.train.steps
@@ -240,7 +249,8 @@ class Trainer:
                 f"meta-gradient). {self.run_dir / LAST} holds the newest finite state (the last "
                 f"periodic checkpoint). Lower optim.lr (now {lr:g}) and start a new run.")
         self.interval["loss"] += float(loss.detach())
-        self.interval["accuracy"] += metrics.get("accuracy", float("nan"))
+        metric = self.learner.metric_name
+        self.interval[metric] = self.interval.get(metric, 0.0) + metrics.get(metric, math.nan)
         self.interval["count"] += 1
         self.interval["lr"] = lr
         self.step += 1
@@ -248,12 +258,13 @@ class Trainer:
 
     def _log_interval(self, seconds: float) -> dict[str, float]:
         count = self.interval["count"]
+        metric = self.learner.metric_name
         record = {"step": self.step, "loss": self.interval["loss"] / count,
-                  "accuracy": self.interval["accuracy"] / count, "lr": self.interval["lr"],
+                  metric: self.interval.get(metric, math.nan) / count, "lr": self.interval["lr"],
                   "tasks_per_s": count * self.config.train.meta_batch_size / max(seconds, 1e-9)}
         self._log(record)
         self.logged_step = self.step
-        self.interval = {"loss": 0.0, "accuracy": 0.0, "count": 0, "lr": 0.0}
+        self.interval = {"loss": 0.0, "count": 0, "lr": 0.0}
         return record
 
     def _finite(self) -> bool:
@@ -276,11 +287,12 @@ class Trainer:
                 # The duties of a completed step; on resume, those a crash cut short.
                 if self._logging_due():
                     record = self._log_interval(time.perf_counter() - interval_start)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+                    bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                    **{self.learner.metric_name: f"{record[self.learner.metric_name]:.3f}"})
                     interval_start = time.perf_counter()
                 if self._validation_due():
                     self.validate()
-                    bar.set_postfix(best_val=f"{self.best_val_accuracy:.4f}")
+                    bar.set_postfix(best_val=f"{self.best_val_score:.4f}")
                 if self.step > 0 and (self.step % train.checkpoint_every == 0 or self.step == train.steps):
                     save_checkpoint(self._payload(), self.run_dir / LAST)
                 if self.step >= train.steps:
@@ -294,5 +306,5 @@ class Trainer:
             raise
         finally:
             bar.close()
-        return TrainResult(self.run_dir, self.step, self.best_val_accuracy, self.best_step,
-                           time.perf_counter() - start)
+        return TrainResult(self.run_dir, self.step, self.learner.metric_name, self.best_val_score,
+                           self.best_step, time.perf_counter() - start)

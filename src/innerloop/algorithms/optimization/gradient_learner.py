@@ -1,0 +1,230 @@
+"""What every gradient-based meta-learner shares: a network, an inner loop, and two paths over tasks.
+
+The network is ``body`` (a backbone) followed by ``head`` (a linear layer with ``outputs``
+units: the ways of a classification task, or 1 for regression). Its parameters are taken as a
+dict and run through ``torch.func.functional_call``; ``adapt`` is
+:func:`~innerloop.functional.inner_loop` on the support loss over the parameters that pass the
+adaptation filter (``all``, ``head`` or ``body``), and ``predict`` runs the adapted parameters
+on the queries. Each method file (MAML, Meta-SGD, ANIL, Reptile) only states what differs.
+
+Paths over the tasks of a meta-batch (``vectorize``): a plain per-task Python loop (the default,
+faster on CPU — see ``benchmarks/maml_speed.py``) or ``torch.func.vmap`` over the task dimension
+(the same code under vmap; made for accelerators). Tests check both give the same numbers.
+
+BatchNorm: the backbone uses :class:`~innerloop.nn.task_batch_norm.TaskBatchNorm` (batch
+statistics of the current task, no running statistics). With ``transductive=True`` the queries
+of a task are normalized together, as in MAML's published evaluation; with
+``transductive=False`` each query is normalized together with the support set only (as in
+Reptile's non-transductive setting: ``Q`` groups of ``support + 1`` images in one forward pass,
+each group with its own statistics), so no query sees another.
+
+When only the head adapts, the body's features of the support and query sets are computed once
+per task instead of once per inner step (same numbers, less work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from innerloop.algorithms.base import MetaLearner
+from innerloop.functional import SGD, Adam, InnerOptimizer, Params, inner_loop, parameter_filter
+from innerloop.functional.params import HEAD_PREFIX, run
+from innerloop.nn.task_batch_norm import batch_norm_groups
+from innerloop.tasks.episodes import Episodes
+
+TASK_KINDS = ("classification", "regression")
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class AdaptedState:
+    """The result of ``adapt`` for one task: all network parameters after the inner loop."""
+
+    params: Params
+    support_x: Tensor  # kept for non-transductive prediction
+
+
+class GradientLearner(MetaLearner):
+    """Base of gradient-based meta-learners (not registered itself).
+
+    Args:
+        backbone: the body; must expose ``embedding_dim``.
+        outputs: units of the linear head (ways, or 1 for regression).
+        task: ``"classification"`` (cross-entropy, accuracy) or ``"regression"`` (MSE).
+        inner_steps: inner steps while meta-training.
+        eval_inner_steps: inner steps at evaluation (default ``inner_steps``).
+        inner_lr: inner learning rate (Meta-SGD: the initial value of every learned rate).
+        order: ``"second"`` or ``"first"`` — how meta-gradients flow through the inner loop.
+        adapt: which parameters the inner loop changes: ``"all"``, ``"head"`` or ``"body"``.
+        inner_optimizer: ``"sgd"`` or ``"adam"``.
+        inner_batch_size: support examples per inner step (``None``: the whole support set).
+        adam_betas: ``(beta1, beta2)`` of the inner Adam.
+        transductive: normalize queries together (True) or each with the support set (False).
+        vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
+    """
+
+    name = "gradient"
+    backbone_batch_norm = "task"
+    default_adapt = "all"
+
+    def __init__(self, backbone: nn.Module, outputs: int, task: str = "classification",
+                 inner_steps: int = 1, eval_inner_steps: int | None = None, inner_lr: float = 0.4,
+                 order: str = "second", adapt: str | None = None, inner_optimizer: str = "sgd",
+                 inner_batch_size: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
+                 transductive: bool = True, vectorize: bool = False) -> None:
+        super().__init__()
+        if task not in TASK_KINDS:
+            raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, got '{task}'")
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {', '.join(INNER_OPTIMIZERS)}, "
+                             f"got '{inner_optimizer}'")
+        self.network = nn.Sequential()
+        self.network.add_module("body", backbone)
+        self.network.add_module("head", nn.Linear(backbone.embedding_dim, outputs))
+        self.outputs = outputs
+        self.task = task
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.inner_lr = inner_lr
+        self.order = order
+        self.adapt_filter = adapt or self.default_adapt
+        keep = parameter_filter(self.adapt_filter)
+        self.adapted_names = frozenset(n for n, _ in self.network.named_parameters() if keep(n))
+        if not self.adapted_names:
+            raise ValueError(f"the filter '{self.adapt_filter}' selects no parameter to adapt")
+        self.inner_optimizer_name = inner_optimizer
+        self.inner_batch_size = inner_batch_size
+        self.adam_betas = tuple(adam_betas)
+        self.transductive = transductive
+        self.vectorize = vectorize
+        self.metric_name = "accuracy" if task == "classification" else "mse"
+        self.higher_is_better = task == "classification"
+
+    # -- pieces a method may override ---------------------------------------------------------
+    def inner_optimizer(self) -> InnerOptimizer:
+        """The inner optimizer (Meta-SGD returns one built on its learned rates)."""
+        if self.inner_optimizer_name == "adam":
+            return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1])
+        return SGD(self.inner_lr)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(outputs, targets)
+        return F.mse_loss(outputs, targets)
+
+    @property
+    def current_inner_steps(self) -> int:
+        return self.inner_steps if self.training else self.eval_inner_steps
+
+    # -- the inner loop -----------------------------------------------------------------------
+    def _head_only(self) -> bool:
+        return all(name.startswith(HEAD_PREFIX) for name in self.adapted_names)
+
+    def _inner_batch(self, inputs: Tensor, targets: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """Step ``step``'s minibatch: consecutive slices of the support set taken round-robin
+        over labels (support sets are ordered by label), so each slice mixes the classes."""
+        size = inputs.shape[0]
+        if self.inner_batch_size is None or self.inner_batch_size >= size:
+            return inputs, targets
+        order = torch.arange(size, device=inputs.device)
+        if self.task == "classification" and size % self.outputs == 0:
+            order = order.view(self.outputs, -1).t().flatten()
+        start = (step * self.inner_batch_size) % size
+        rows = order.roll(-start)[: self.inner_batch_size]
+        return inputs[rows], targets[rows]
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
+        """``num_steps`` inner-optimizer steps on the support loss (see the module docstring)."""
+        if self.task == "classification" and ways != self.outputs:
+            raise ValueError(f"{self.name} was built with a {self.outputs}-way head and cannot "
+                             f"adapt to {ways}-way tasks; train and evaluate with the same ways")
+        params: Params = dict(self.network.named_parameters())
+        if self._head_only():
+            features = self.network.body(support_x)
+            head = {n.removeprefix(HEAD_PREFIX): p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
+
+            def head_loss(p: Params, step: int) -> Tensor:
+                x, y = self._inner_batch(features, support_y, step)
+                return self.loss(run(self.network.head, p, x), y)
+
+            adapted_head = inner_loop(head_loss, head, set(head), self._prefixed_optimizer(),
+                                      self.current_inner_steps, self.order)
+            params = {**params, **{HEAD_PREFIX + n: p for n, p in adapted_head.items()}}
+            return AdaptedState(params, support_x)
+
+        def support_loss(p: Params, step: int) -> Tensor:
+            x, y = self._inner_batch(support_x, support_y, step)
+            return self.loss(run(self.network, p, x), y)
+
+        params = inner_loop(support_loss, params, self.adapted_names, self.inner_optimizer(),
+                            self.current_inner_steps, self.order)
+        return AdaptedState(params, support_x)
+
+    def _prefixed_optimizer(self) -> InnerOptimizer:
+        """The inner optimizer for head parameters named without their ``head.`` prefix."""
+        return _Unprefixed(self.inner_optimizer(), HEAD_PREFIX)
+
+    def predict(self, state: AdaptedState, query_x: Tensor) -> Tensor:
+        """Outputs ``[Q, outputs]`` of the adapted network on the queries."""
+        if self.transductive:
+            return run(self.network, state.params, query_x)
+
+        num_queries, num_support = query_x.shape[0], state.support_x.shape[0]
+        support = state.support_x.unsqueeze(0).expand(num_queries, *state.support_x.shape)
+        batches = torch.cat([support, query_x.unsqueeze(1)], dim=1)  # [Q, S + 1, ...]
+        with batch_norm_groups(num_queries):  # each query is normalized with the support set only
+            outputs = run(self.network, state.params, batches.flatten(0, 1))
+        return outputs.unflatten(0, (num_queries, num_support + 1))[:, -1]
+
+    # -- over a meta-batch --------------------------------------------------------------------
+    def query_logits(self, episodes: Episodes) -> Tensor:
+        """Outputs ``[T, Q, outputs]`` for every task: a per-task loop, or vmap with ``vectorize``."""
+        if not self.vectorize:
+            return super().query_logits(episodes)
+        ways = episodes.ways
+
+        def one_task(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+            return self.predict(self.adapt(support_x, support_y, ways), query_x)
+
+        return torch.func.vmap(one_task)(episodes.support_x, episodes.support_y, episodes.query_x)
+
+    def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
+        """Mean query loss over tasks after adaptation, and the query accuracy or MSE."""
+        outputs = self.query_logits(episodes)
+        if self.task == "classification":
+            return self._classification_loss(outputs, episodes)
+        loss = F.mse_loss(outputs, episodes.query_y)
+        return loss, {"mse": float(loss.detach())}
+
+    def episode_metric(self, episodes: Episodes) -> Tensor:
+        """Per-task accuracy (classification) or query MSE (regression)."""
+        if self.task == "classification":
+            return super().episode_metric(episodes)
+        outputs = self.query_logits(episodes)
+        return (outputs - episodes.query_y).pow(2).flatten(1).mean(1).to(torch.float64)
+
+
+@dataclass(frozen=True)
+class _Unprefixed:
+    """Wraps an optimizer whose per-parameter state is keyed by full names (``head.weight``)."""
+
+    optimizer: Any
+    prefix: str
+
+    def _full(self, tree: Params) -> Params:
+        return {self.prefix + n: t for n, t in tree.items()}
+
+    def _short(self, tree: Params) -> Params:
+        return {n.removeprefix(self.prefix): t for n, t in tree.items()}
+
+    def init(self, params: Params) -> Any:
+        return self.optimizer.init(self._full(params))
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        new_params, state = self.optimizer.update(self._full(grads), state, self._full(params))
+        return self._short(new_params), state

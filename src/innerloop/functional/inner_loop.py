@@ -1,0 +1,64 @@
+"""The unrolled inner loop shared by every gradient-based meta-learner.
+
+``inner_loop`` takes ``num_steps`` optimizer steps on ``loss_fn`` over the parameters that pass
+the adaptation filter, starting from the meta-parameters, and returns all parameters (adapted
+and frozen) as a dict. How the meta-gradient flows back through it is one explicit choice:
+
+* ``"second"`` — differentiate through the unrolled steps, including the inner gradients
+  (MAML; the Hessian-vector products appear in the outer backward pass);
+* ``"first"`` — stop gradients at the inner gradients: ``grads`` are constants, so
+  ``d adapted / d params`` is the identity (first-order MAML). The inner gradients are then
+  computed on detached parameters, so no graph is built for them at all.
+
+Inner gradients come from ``torch.func.grad``, which works both in a plain per-task loop and
+inside ``torch.func.vmap`` over tasks, so the looped and the vmapped paths run the same code.
+When autograd is disabled (evaluation), the loop runs first order and keeps no graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import torch
+from torch import Tensor
+
+from innerloop.functional.inner_optimizers import InnerOptimizer
+from innerloop.functional.params import Params
+
+ORDERS = ("second", "first")
+
+# loss_fn(params, step) -> scalar loss; ``step`` lets a method use a different minibatch per step.
+InnerLoss = Callable[[Params, int], Tensor]
+
+
+def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
+               optimizer: InnerOptimizer, num_steps: int, order: str = "second") -> Params:
+    """Adapt ``params[adapted]`` by ``num_steps`` steps of ``optimizer`` on ``loss_fn``.
+
+    Args:
+        loss_fn: the support loss of one task as a function of all parameters and the step.
+        params: the meta-parameters (all of the network's parameters, by name).
+        adapted: names of the parameters the inner loop changes; the others stay as given.
+        optimizer: an :class:`~innerloop.functional.inner_optimizers.InnerOptimizer`.
+        num_steps: number of inner steps (0 returns ``params`` unchanged).
+        order: ``"second"`` or ``"first"`` (see the module docstring).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got '{order}'")
+    unknown = sorted(set(adapted) - set(params))
+    if unknown:
+        raise KeyError(f"cannot adapt {unknown[0]!r}: the network has no parameter of that name")
+    first_order = order == "first" or not torch.is_grad_enabled()
+    fast = {name: params[name] for name in params if name in adapted}
+    frozen = {name: tensor for name, tensor in params.items() if name not in adapted}
+    if first_order:
+        frozen_for_grad = {name: tensor.detach() for name, tensor in frozen.items()}
+    state = optimizer.init(fast)
+    for step in range(num_steps):
+        if first_order:
+            point = {name: tensor.detach() for name, tensor in fast.items()}
+            grads = torch.func.grad(lambda p: loss_fn({**frozen_for_grad, **p}, step))(point)
+        else:
+            grads = torch.func.grad(lambda p: loss_fn({**frozen, **p}, step))(fast)
+        fast, state = optimizer.update(grads, state, fast)
+    return {**frozen, **fast}
