@@ -82,3 +82,15 @@ def test_console_entry_point_exits_2_on_user_error(command):
     result = subprocess.run([sys.executable, "-m", "innerloop", *command], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("innerloop: error:")
+
+
+def test_demo_runs_both_parts_and_saves_the_sinusoid_plot(tmp_path, omniglot_root, capsys):
+    run_dir = tmp_path / "demo"
+    code = main(["demo", "--steps", "12", "--sinusoid-steps", "200", "--run-dir", str(run_dir),
+                 "--data-root", str(omniglot_root)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "innerloop demo (1/2)" in out and "innerloop demo (2/2)" in out
+    assert "mse after 10 inner steps" in out and "protonet on omniglot" in out
+    plot = tmp_path / "demo-sinusoid" / "fits.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000

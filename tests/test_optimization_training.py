@@ -39,6 +39,7 @@ def test_maml_on_sinusoids_trains_and_reports_mse_by_inner_steps(tmp_path):
     assert result.metric == "mse" and result.best_step in (1000, 2000)
     report = evaluate_run(tmp_path)
     assert [r.inner_steps for r in report.results] == [1, 0, 10]
+    assert report.transductive is False  # an MLP without batch norm
     mse = {r.inner_steps: r.mean for r in report.results}
     assert mse[10] < mse[1] < mse[0], mse  # adaptation helps, more steps help more
     assert all(r.ci95 > 0 for r in report.results)
@@ -101,7 +102,7 @@ def test_inner_loop_settings_are_checked(change, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model": {"algorithm": "protonet", "backbone": "mlp"}}, "classifies"),
+    ({"model": {"algorithm": "protonet", "backbone": "mlp"}, "eval": {"inner_steps": []}}, "classifies"),
     ({"model": {"backbone": "conv4"}}, "use mlp"),
     ({"train": {"ways": 5}}, "train.ways must be 1"),
 ])

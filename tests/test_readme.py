@@ -23,3 +23,20 @@ def test_readme_python_example_runs(omniglot_root, monkeypatch, capsys):
     assert namespace["logits"].shape == (75, 5)
     assert namespace["result"].num_episodes == 40 and namespace["result"].mean > 0.4  # chance: 0.2
     assert "%" in capsys.readouterr().out
+
+
+def test_readme_gradient_example_runs(omniglot_root, monkeypatch):
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    block = re.search(r"### Gradient-based methods and the functional core\n\n```python\n(.*?)```",
+                      README.read_text(), re.S)
+    assert block, "the README lost its gradient-based example"
+    code = block.group(1)
+    shortened = code.replace("range(100)", "range(2)").replace("sampler.sample(32,", "sampler.sample(2,")
+    assert shortened.count("range(2)") == 1 and "sample(2," in shortened
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    params, adapted = namespace["params"], namespace["adapted"]
+    assert namespace["query_logits"].shape == (5, 5) and namespace["query_logits"].requires_grad
+    for name, tensor in params.items():
+        assert torch.equal(adapted[name], tensor) != name.startswith("head."), name

@@ -306,6 +306,7 @@ def _common_ranges(config: Config) -> None:
 def _validate_inner(config: Config) -> None:
     """The inner-loop keys, and which algorithms they apply to."""
     from innerloop.algorithms import ALGORITHMS, GradientLearner
+    from innerloop.data import DATASETS
     from innerloop.functional import ORDERS, PARAMETER_FILTERS
 
     inner = config.inner
@@ -331,7 +332,8 @@ def _validate_inner(config: Config) -> None:
                           f"{config.model.algorithm} has no inner steps (remove it)")
     if config.model.algorithm == "metasgd" and inner.optimizer != "sgd":
         raise ConfigError("inner.optimizer: metasgd learns per-parameter SGD rates; use sgd")
-    if gradient_based and config.train.ways != config.eval.ways:
+    classification = DATASETS[config.data.dataset].kind == "classification"
+    if gradient_based and classification and config.train.ways != config.eval.ways:
         raise ConfigError(f"eval.ways: {config.model.algorithm} has a {config.train.ways}-way "
                           f"linear head (train.ways), so it is evaluated on {config.train.ways}-way "
                           f"tasks; set eval.ways={config.train.ways} or train a {config.eval.ways}-way recipe")

@@ -19,8 +19,9 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     atomic_torch_save(payload, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
     if not path.is_file():
         raise InnerloopError(f"no checkpoint at {path}; train first with `innerloop train CONFIG`")
     try:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from innerloop.algorithms.base import MetaLearner
 from innerloop.functional import SGD, Adam, InnerOptimizer, Params, inner_loop, parameter_filter
 from innerloop.functional.params import HEAD_PREFIX, run
-from innerloop.nn.task_batch_norm import batch_norm_groups
+from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups
 from innerloop.tasks.episodes import Episodes
 
 TASK_KINDS = ("classification", "regression")
@@ -64,7 +64,8 @@ class GradientLearner(MetaLearner):
         inner_optimizer: ``"sgd"`` or ``"adam"``.
         inner_batch_size: support examples per inner step (``None``: the whole support set).
         adam_betas: ``(beta1, beta2)`` of the inner Adam.
-        transductive: normalize queries together (True) or each with the support set (False).
+        transductive: normalize queries together (True) or each with the support set (False);
+            a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
     """
 
@@ -100,7 +101,8 @@ class GradientLearner(MetaLearner):
         self.inner_optimizer_name = inner_optimizer
         self.inner_batch_size = inner_batch_size
         self.adam_betas = tuple(adam_betas)
-        self.transductive = transductive
+        # Without batch norm a query's prediction never depends on the other queries.
+        self.transductive = transductive and any(isinstance(m, TaskBatchNorm) for m in backbone.modules())
         self.vectorize = vectorize
         self.metric_name = "accuracy" if task == "classification" else "mse"
         self.higher_is_better = task == "classification"
