@@ -104,26 +104,30 @@ def test_anil_gradient_matches_finite_differences_and_adapts_only_the_head():
         assert changed == name.startswith("head."), name
 
 
-def _manual_adaptation(learner, episode, steps: int, create_graph: bool) -> dict[str, torch.Tensor]:
+def _manual_adaptation(learner, episode, steps: int, create_graph: bool,
+                       head_only: bool = False) -> dict[str, torch.Tensor]:
     """Plain autograd SGD on the support loss, written independently of the functional core."""
     params = dict(learner.network.named_parameters())
     for _ in range(steps):
         loss = torch.nn.functional.cross_entropy(
             torch.func.functional_call(learner.network, params, (episode.support_x,)), episode.support_y)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-        params = {n: p - learner.inner_lr * g for (n, p), g in zip(params.items(), grads)}
+        params = {n: p - learner.inner_lr * g if (not head_only or n.startswith("head.")) else p
+                  for (n, p), g in zip(params.items(), grads)}
     return params
 
 
-def test_first_order_gradient_is_the_query_gradient_at_the_adapted_weights():
-    learner = make_learner(MAML, "task", inner_steps=2, order="first")
+@pytest.mark.parametrize("cls", [MAML, ANIL])
+def test_first_order_gradient_is_the_query_gradient_at_the_adapted_weights(cls):
+    learner = make_learner(cls, "task", inner_steps=2, order="first")
     episodes = make_episodes()
     ours = meta_gradient(learner, episodes)
     expected = [torch.zeros_like(p) for p in learner.parameters()]
+    head_only = cls is ANIL
     for t in range(TASKS):
         episode = episodes[t]
         adapted = {n: p.detach().requires_grad_() for n, p in
-                   _manual_adaptation(learner, episode, 2, create_graph=False).items()}
+                   _manual_adaptation(learner, episode, 2, create_graph=False, head_only=head_only).items()}
         logits = torch.func.functional_call(learner.network, adapted, (episode.query_x,))
         loss = torch.nn.functional.cross_entropy(logits, episode.query_y) / TASKS
         for slot, g in zip(expected, torch.autograd.grad(loss, list(adapted.values()))):
@@ -277,3 +281,19 @@ def test_non_transductive_prediction_equals_one_forward_pass_per_query():
     changed = episode.query_x.clone()
     changed[1:] = 0
     torch.testing.assert_close(learner.predict(state, changed)[0], expected[0], rtol=1e-10, atol=1e-12)
+
+
+def test_second_order_meta_gradient_through_inner_adam_stays_finite_at_zero_gradients():
+    torch.manual_seed(0)
+    learner = MAML(MLP(1, (8,)), 1, task="regression", inner_steps=2, inner_lr=0.01,
+                   inner_optimizer="adam").double()
+    with torch.no_grad():  # one dead ReLU unit: its weights get exactly zero inner gradients
+        learner.network.body.layers[0].weight[0] = 0.0
+        learner.network.body.layers[0].bias[0] = -1.0
+    x = torch.linspace(-5, 5, 20, dtype=torch.float64).view(1, 20, 1)
+    episodes = Episodes(x[:, ::2], torch.sin(x[:, ::2]), x[:, 1::2], torch.sin(x[:, 1::2]), 1, 10, 10,
+                        torch.zeros(1, 1, dtype=torch.int64))
+    grads = meta_gradient(learner, episodes)
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+    assert learner.inner_optimizer().eps_root > 0
+    assert directional_check(learner, episodes) < 1e-6

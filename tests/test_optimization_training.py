@@ -45,7 +45,10 @@ def test_maml_on_sinusoids_trains_and_reports_mse_by_inner_steps(tmp_path):
     assert all(r.ci95 > 0 for r in report.results)
     assert (tmp_path / "eval-test-1w5s50q-best-100ep-seed0-steps1-0-10.json").is_file()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines if "val_mse" in line] == [1000, 2000]
+    validations = [line for line in lines if "val_mse" in line]
+    assert [line["step"] for line in validations] == [1000, 2000]
+    lowest = min(validations, key=lambda line: line["val_mse"])  # lower MSE is better
+    assert (result.best_step, result.best_val_score) == (lowest["step"], lowest["val_mse"])
 
 
 def test_one_trainer_step_on_the_reptile_surrogate_is_the_reptile_update(tmp_path):
@@ -121,3 +124,14 @@ def test_every_optimization_recipe_is_a_valid_config():
     for recipe in recipes:
         config = load_config(recipe)
         assert config.model.algorithm in ("maml", "metasgd", "anil", "reptile"), recipe
+
+
+def test_sinusoid_splits_are_different_task_streams():
+    from innerloop.data.sinusoid import SinusoidSplit
+    from innerloop.tasks import SinusoidTasks
+
+    def draw(name):
+        return SinusoidTasks(SinusoidSplit(name), 5, 5).sample(4, torch.Generator().manual_seed(0))
+
+    assert torch.equal(draw("test").support_y, draw("test").support_y)
+    assert not torch.equal(draw("test").support_y, draw("val").support_y)

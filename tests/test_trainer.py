@@ -167,6 +167,19 @@ def test_a_finished_run_can_be_extended_but_not_changed(tmp_path, splits):
         Trainer(quick_config(optim={"lr": 0.5}), tmp_path, splits=splits, progress=False).fit()
 
 
+def test_runs_checkpointed_before_generic_validation_scores_resume(tmp_path, splits):
+    Trainer(quick_config(), tmp_path, splits=splits, progress=False).fit()
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = payload.pop("best_val_score")
+    payload["best_val_accuracy"] = best  # the key an older release wrote
+    for key in ("inner",):  # and its config had no inner-loop section
+        payload["config"].pop(key)
+    torch.save(payload, tmp_path / "last.pt")
+    trainer = Trainer(quick_config(train={"steps": 8}), tmp_path, splits=splits, progress=False)
+    result = trainer.fit()
+    assert result.steps == 8 and result.best_val_score >= best
+
+
 def test_learning_rate_schedules():
     step = quick_config(optim={"schedule": "step", "lr": 0.1, "step_size": 3, "gamma": 0.5})
     assert [learning_rate(step, s) for s in (0, 2, 3, 6)] == [0.1, 0.1, 0.05, 0.025]
@@ -174,6 +187,8 @@ def test_learning_rate_schedules():
     assert learning_rate(cosine, 0) == pytest.approx(0.1)
     assert learning_rate(cosine, 5) == pytest.approx(0.05)
     assert learning_rate(quick_config(optim={"schedule": "constant"}), 10**6) == 1e-3
+    linear = quick_config(optim={"schedule": "linear", "lr": 1.0}, train={"steps": 4})
+    assert [learning_rate(linear, s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
 
 
 def test_each_step_has_its_own_seed():

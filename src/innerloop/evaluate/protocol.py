@@ -47,8 +47,8 @@ def mean_and_ci95(values: Tensor) -> tuple[float, float]:
 def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50) -> EpisodeResult:
     """Score ``learner`` on every fixed episode (learner in eval mode; its mode is restored).
 
-    Gradient-based learners still take their inner steps here: they enable autograd for the
-    inner loop themselves and run it first order, keeping no graph.
+    Gradient-based learners still take their inner steps here: ``torch.func.grad`` computes
+    inner gradients under ``no_grad``, and the inner loop runs first order, keeping no graph.
     """
     was_training = learner.training
     learner.eval()

@@ -49,7 +49,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     results = []
     if isinstance(learner, GradientLearner):
         step_counts = [learner.eval_inner_steps]
-        step_counts += [s for s in evaluation.inner_steps if s not in step_counts]
+        for steps in evaluation.inner_steps:
+            if steps not in step_counts:
+                step_counts.append(steps)
         for steps in step_counts:
             learner.eval_inner_steps = steps
             result = evaluate_episodes(learner, episodes, evaluation.batch_size)

@@ -153,7 +153,11 @@ class Trainer:
         self.learner.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
-        self.best_val_score = float(payload["best_val_score"])
+        if "best_val_score" in payload:
+            self.best_val_score = float(payload["best_val_score"])
+        else:  # a checkpoint from before validation scores were generic: -1.0 meant "none yet"
+            old = float(payload.get("best_val_accuracy", -1.0))
+            self.best_val_score = math.nan if old < 0 else old
         self.best_step = int(payload["best_step"])
         self.validated_step = int(payload.get("validated_step", self.step))
         self.logged_step = int(payload.get("logged_step", self.step))

@@ -38,6 +38,7 @@ from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups
 from innerloop.tasks.episodes import Episodes
 
 TASK_KINDS = ("classification", "regression")
+SECOND_ORDER_ADAM_EPS_ROOT = 1e-12
 INNER_OPTIMIZERS = ("sgd", "adam")
 
 
@@ -70,6 +71,7 @@ class GradientLearner(MetaLearner):
     """
 
     name = "gradient"
+    transductive = True  # the default with a batch-norm backbone; instances set their own
     backbone_batch_norm = "task"
     default_adapt = "all"
 
@@ -102,7 +104,8 @@ class GradientLearner(MetaLearner):
         self.inner_batch_size = inner_batch_size
         self.adam_betas = tuple(adam_betas)
         # Without batch norm a query's prediction never depends on the other queries.
-        self.transductive = transductive and any(isinstance(m, TaskBatchNorm) for m in backbone.modules())
+        self.has_batch_norm = any(isinstance(m, TaskBatchNorm) for m in backbone.modules())
+        self.transductive = transductive and self.has_batch_norm
         self.vectorize = vectorize
         self.metric_name = "accuracy" if task == "classification" else "mse"
         self.higher_is_better = task == "classification"
@@ -111,7 +114,11 @@ class GradientLearner(MetaLearner):
     def inner_optimizer(self) -> InnerOptimizer:
         """The inner optimizer (Meta-SGD returns one built on its learned rates)."""
         if self.inner_optimizer_name == "adam":
-            return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1])
+            # Second order differentiates through sqrt(second moment); eps_root keeps that finite
+            # where an inner gradient entry is exactly zero (a dead ReLU unit).
+            eps_root = SECOND_ORDER_ADAM_EPS_ROOT if self.order == "second" else 0.0
+            return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1],
+                        eps_root=eps_root)
         return SGD(self.inner_lr)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
@@ -148,6 +155,8 @@ class GradientLearner(MetaLearner):
         params: Params = dict(self.network.named_parameters())
         if self._head_only():
             features = self.network.body(support_x)
+            if self.order == "first" or not torch.is_grad_enabled():
+                features = features.detach()  # first order: inner gradients are constants w.r.t. the body
             head = {n.removeprefix(HEAD_PREFIX): p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
 
             def head_loss(p: Params, step: int) -> Tensor:
@@ -173,7 +182,7 @@ class GradientLearner(MetaLearner):
 
     def predict(self, state: AdaptedState, query_x: Tensor) -> Tensor:
         """Outputs ``[Q, outputs]`` of the adapted network on the queries."""
-        if self.transductive:
+        if self.transductive or not self.has_batch_norm:
             return run(self.network, state.params, query_x)
 
         num_queries, num_support = query_x.shape[0], state.support_x.shape[0]

@@ -10,10 +10,13 @@ Reptile is not the gradient of a query loss, so ``meta_loss`` returns the surrog
     surrogate = 1/2 * sum_name || params[name] - mean_t adapted_t[name] ||^2
 
 with ``adapted_t`` held constant; its gradient is ``params - mean_t adapted_t``, so one step of
-plain SGD with rate ``outer_lr`` is exactly the Reptile update, and the Trainer treats Reptile like
-every other method (the paper anneals ``outer_lr`` linearly to 0: ``optim.schedule: linear``).
+plain SGD with rate ``outer_lr`` (``optim.name: sgd``, ``momentum: 0``, ``weight_decay: 0``, no
+``grad_clip``, as in the recipes) is exactly the Reptile update, and the Trainer treats Reptile
+like every other method (the paper anneals ``outer_lr`` linearly to 0: ``optim.schedule:
+linear``). Other outer optimizers apply their own rule to the same direction, as the Reptile
+paper's Adam variant does.
 No meta-gradient flows through the inner loop, so it always runs first order. The query set is
-only used to log the adapted learner's accuracy, on the first task of the meta-batch (an
+only used to log the adapted learner's query score (accuracy or MSE), on the first task of the meta-batch (an
 unbiased estimate at a fraction of the cost: non-transductive prediction runs ``support + 1``
 images per query).
 """
