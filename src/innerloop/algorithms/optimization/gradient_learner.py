@@ -115,8 +115,10 @@ class GradientLearner(MetaLearner):
         """The inner optimizer (Meta-SGD returns one built on its learned rates)."""
         if self.inner_optimizer_name == "adam":
             # Second order differentiates through sqrt(second moment); eps_root keeps that finite
-            # where an inner gradient entry is exactly zero (a dead ReLU unit).
-            eps_root = SECOND_ORDER_ADAM_EPS_ROOT if self.order == "second" else 0.0
+            # where an inner gradient entry is exactly zero (a dead ReLU unit). Without a
+            # meta-gradient (first order, Reptile, evaluation) the textbook update is used.
+            through = self.order == "second" and torch.is_grad_enabled()
+            eps_root = SECOND_ORDER_ADAM_EPS_ROOT if through else 0.0
             return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1],
                         eps_root=eps_root)
         return SGD(self.inner_lr)
