@@ -40,6 +40,7 @@ def test_maml_on_sinusoids_trains_and_reports_mse_by_inner_steps(tmp_path):
     report = evaluate_run(tmp_path)
     assert [r.inner_steps for r in report.results] == [1, 0, 10]
     assert report.transductive is False  # an MLP without batch norm
+    assert report.notes == ["inner loop: sgd at lr 0.01, second order, adapting all, 1 step(s) in training"]
     mse = {r.inner_steps: r.mean for r in report.results}
     assert mse[10] < mse[1] < mse[0], mse  # adaptation helps, more steps help more
     assert all(r.ci95 > 0 for r in report.results)

@@ -47,7 +47,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
                                            evaluation.queries), evaluation.episodes, evaluation.seed)
     start = time.perf_counter()
     results = []
+    notes = []
     if isinstance(learner, GradientLearner):
+        notes.append(f"inner loop: {learner.inner_optimizer_name} at lr {learner.inner_lr:g}, "
+                     f"{learner.order} order, adapting {learner.adapt_filter}, "
+                     f"{learner.inner_steps} step(s) in training")
         step_counts = [learner.eval_inner_steps]
         for steps in evaluation.inner_steps:
             if steps not in step_counts:
@@ -64,6 +68,6 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,
         episodes=evaluation.episodes, seed=evaluation.seed, metric=learner.metric_name,
         results=results, checkpoint=path.name, step=int(payload["step"]),
-        seconds=time.perf_counter() - start, date=today())
+        seconds=time.perf_counter() - start, date=today(), notes=notes)
     report.save(run_dir)
     return report
