@@ -50,15 +50,14 @@ def main() -> None:
         axis.fill_between(steps, [m - h for m, h in zip(means, halves)],
                           [m + h for m, h in zip(means, halves)], color=line.get_color(), alpha=0.2)
     labels = args.reference_label + [None] * len(args.reference)
-    for value, label in zip(args.reference, labels):
-        axis.axhline(value, linestyle="--", color="gray")
-        if label:
-            axis.annotate(label, (axis.get_xlim()[0], value), textcoords="offset points", xytext=(4, 3),
-                          fontsize=8, color="gray")
+    styles = ["--", ":", "-.", (0, (5, 5))]
+    for index, (value, label) in enumerate(zip(args.reference, labels)):
+        axis.axhline(value, linestyle=styles[index % len(styles)], color="gray", linewidth=1,
+                     label=f"{label} ({value:g})" if label else None)
     axis.set_xlabel("meta-training step")
     axis.set_ylabel(f"validation {metric}")
     axis.set_title(args.title)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)

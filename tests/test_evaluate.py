@@ -39,3 +39,25 @@ def test_report_of_a_gradient_method_names_every_inner_step_count(tmp_path):
     assert "mse after 0 inner steps | **3.0000 ± 0.2000**" in text
     assert "mse after 10 inner steps | **0.2500 ± 0.0050**" in text and "5-shot regression" in text
     assert (report.mean, report.ci95) == (0.5, 0.01)
+
+
+def test_episodes_whose_adaptation_diverged_are_counted_and_left_out_of_the_mean():
+    from innerloop.evaluate.protocol import evaluate_episodes
+
+    class Scores(torch.nn.Module):
+        metric_name, higher_is_better = "mse", False
+
+        def episode_metric(self, batch):
+            return batch
+
+    class Fixed:
+        def batches(self, size):
+            yield torch.tensor([1.0, float("nan"), 3.0, float("inf")], dtype=torch.float64)
+
+    result = evaluate_episodes(Scores(), Fixed())
+    assert result.non_finite == 2 and result.mean == 2.0 and result.num_episodes == 4
+    report = EvaluationReport(method="maml", transductive=False, dataset="sinusoid", split="test",
+                              ways=1, shots=5, queries=100, episodes=4, seed=0, metric="mse",
+                              results=[StepResult(10, result.mean, result.ci95, result.non_finite)],
+                              checkpoint="best.pt", step=1, seconds=0.1, date="2026-11-29")
+    assert "2 of 4 episodes diverged" in report.markdown()

@@ -25,10 +25,11 @@ class EpisodeResult:
     """Per-episode scores (accuracy or MSE, named by ``metric``) and their summary."""
 
     metric: str
-    episode_scores: Tensor  # float64 [num_episodes]
-    mean: float
+    episode_scores: Tensor  # float64 [num_episodes], non-finite where adaptation diverged
+    mean: float  # over the episodes with a finite score
     ci95: float
     seconds: float
+    non_finite: int = 0  # episodes whose score is nan or inf (e.g. an inner loop that diverged)
 
     @property
     def num_episodes(self) -> int:
@@ -47,6 +48,9 @@ def mean_and_ci95(values: Tensor) -> tuple[float, float]:
 def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50) -> EpisodeResult:
     """Score ``learner`` on every fixed episode (learner in eval mode; its mode is restored).
 
+    An episode whose score is not finite (an inner loop that diverged on it) is counted in
+    ``non_finite`` and left out of the mean and interval, which reports must then state.
+
     Gradient-based learners still take their inner steps here: ``torch.func.grad`` computes
     inner gradients under ``no_grad``, and the inner loop runs first order, keeping no graph.
     """
@@ -60,5 +64,7 @@ def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size:
     finally:
         learner.train(was_training)
     per_episode = torch.cat(scores)
-    mean, ci95 = mean_and_ci95(per_episode)
-    return EpisodeResult(learner.metric_name, per_episode, mean, ci95, time.perf_counter() - start)
+    finite = torch.isfinite(per_episode)
+    mean, ci95 = mean_and_ci95(per_episode[finite]) if bool(finite.any()) else (math.nan, math.nan)
+    return EpisodeResult(learner.metric_name, per_episode, mean, ci95, time.perf_counter() - start,
+                         non_finite=int((~finite).sum()))

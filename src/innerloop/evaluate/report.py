@@ -21,8 +21,9 @@ from pathlib import Path
 @dataclass(frozen=True)
 class StepResult:
     inner_steps: int | None  # inner steps taken on each support set; None: no inner loop
-    mean: float
+    mean: float  # over the episodes with a finite score
     ci95: float
+    non_finite: int = 0  # episodes left out because their score was nan or inf
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class EvaluationReport:
         lines = [f"# {self.method} on {self.dataset} ({self.split}), {shape}", "", "| | |", "| --- | --- |"]
         for result in self.results:
             where = "" if result.inner_steps is None else f" after {result.inner_steps} inner steps"
-            lines.append(f"| {self.metric}{where} | **{self._format(result.mean, result.ci95)}** (95% CI) |")
+            excluded = (f"; {result.non_finite} of {self.episodes} episodes diverged (non-finite "
+                        f"{self.metric}), left out of this mean" if result.non_finite else "")
+            lines.append(f"| {self.metric}{where} | **{self._format(result.mean, result.ci95)}** (95% CI{excluded}) |")
         lines += [
             f"| method | {self.method} |",
             f"| transductive | {'yes' if self.transductive else 'no'} |",

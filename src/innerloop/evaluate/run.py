@@ -50,7 +50,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     notes = []
     if isinstance(learner, GradientLearner):
         notes.append(f"inner loop: {learner.inner_optimizer_name} at lr {learner.inner_lr:g}, "
-                     f"{learner.order} order, adapting {learner.adapt_filter}, "
+                     f"{learner.gradient_flow}, adapting {learner.adapt_filter}, "
                      f"{learner.inner_steps} step(s) in training")
         step_counts = [learner.eval_inner_steps]
         for steps in evaluation.inner_steps:
@@ -59,10 +59,10 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         for steps in step_counts:
             learner.eval_inner_steps = steps
             result = evaluate_episodes(learner, episodes, evaluation.batch_size)
-            results.append(StepResult(steps, result.mean, result.ci95))
+            results.append(StepResult(steps, result.mean, result.ci95, result.non_finite))
     else:
         result = evaluate_episodes(learner, episodes, evaluation.batch_size)
-        results.append(StepResult(None, result.mean, result.ci95))
+        results.append(StepResult(None, result.mean, result.ci95, result.non_finite))
     report = EvaluationReport(
         method=learner.name, transductive=learner.transductive, dataset=config.data.dataset,
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,

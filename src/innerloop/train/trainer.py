@@ -194,7 +194,10 @@ class Trainer:
                              "model": self.learner.state_dict(), f"val_{result.metric}": result.mean},
                             self.run_dir / BEST)
             self.best_val_score, self.best_step = result.mean, self.step
-        self._log({"step": self.step, f"val_{result.metric}": result.mean, "val_ci95": result.ci95})
+        record = {"step": self.step, f"val_{result.metric}": result.mean, "val_ci95": result.ci95}
+        if result.non_finite:  # episodes whose adaptation diverged, left out of the mean
+            record["val_non_finite"] = result.non_finite
+        self._log(record)
         self.validated_step = self.step
         return result.mean
 

@@ -129,6 +129,11 @@ class GradientLearner(MetaLearner):
         return F.mse_loss(outputs, targets)
 
     @property
+    def gradient_flow(self) -> str:
+        """How the meta-gradient flows through the inner loop, for reports."""
+        return f"{self.order} order"
+
+    @property
     def current_inner_steps(self) -> int:
         return self.inner_steps if self.training else self.eval_inner_steps
 

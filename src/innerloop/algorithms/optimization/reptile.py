@@ -36,6 +36,10 @@ class Reptile(GradientLearner):
     name = "reptile"
     default_adapt = "all"
 
+    @property
+    def gradient_flow(self) -> str:
+        return "no meta-gradient through the inner loop (surrogate update)"
+
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         adapted_sum: dict[str, Tensor] = {}
         with torch.no_grad():  # the inner loop runs first order; nothing is kept for backward
