@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from innerloop.algorithms import ANIL, MAML, MetaSGD, Reptile
-from innerloop.functional import SGD, Adam, PerParameterSGD, inner_loop, parameter_filter
+from innerloop.algorithms import ANIL, BOIL, MAML, MetaSGD, Reptile
+from innerloop.functional import SGD, Adam, MomentumSGD, PerParameterSGD, inner_loop, parameter_filter
 from innerloop.nn import Conv4, MLP
 from innerloop.nn.task_batch_norm import batch_norm_groups, task_batch_norm
 from innerloop.tasks.episodes import Episodes
@@ -160,7 +160,7 @@ def test_reptile_surrogate_gradient_is_theta_minus_the_mean_adapted_weights():
         torch.testing.assert_close(grad, parameter.detach() - mean_adapted.detach(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [MAML, MetaSGD, ANIL])
+@pytest.mark.parametrize("cls", [MAML, MetaSGD, ANIL, BOIL])
 @pytest.mark.parametrize("order", ["second", "first"])
 def test_vmapped_and_looped_paths_agree(cls, order):
     loop = make_learner(cls, "task", inner_steps=2, order=order)
@@ -297,3 +297,46 @@ def test_second_order_meta_gradient_through_inner_adam_stays_finite_at_zero_grad
     assert all(bool(torch.isfinite(g).all()) for g in grads)
     assert learner.inner_optimizer().eps_root > 0
     assert directional_check(learner, episodes) < 1e-6
+
+
+def test_boil_gradient_matches_finite_differences_and_adapts_only_the_body():
+    learner = make_learner(BOIL, "task", inner_steps=2)
+    assert directional_check(learner, make_episodes()) < 1e-6
+    episode = make_episodes()[0]
+    state = learner.adapt(episode.support_x, episode.support_y, WAYS)
+    for name, parameter in learner.network.named_parameters():
+        if name.startswith("head."):
+            assert torch.equal(state.params[name], parameter), name
+        elif name.endswith("weight"):
+            assert not torch.equal(state.params[name], parameter), name
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_gradient_through_momentum_and_adam_inner_loops_matches_finite_differences(optimizer, steps):
+    learner = make_learner(MAML, "task", inner_steps=steps, inner_optimizer=optimizer)
+    if optimizer == "adam":
+        # Adam's step m / (sqrt(v) + eps) is ~ lr * sign(grad) for tiny gradients (the conv biases
+        # before batch norm have zero gradient up to rounding): a finite difference cannot follow
+        # it. A larger eps makes the update smooth enough to check the chain rule through it.
+        learner.inner_optimizer = lambda: Adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-2, eps_root=1e-12)
+    assert directional_check(learner, make_episodes()) < 1e-6
+
+
+def test_momentum_inner_loop_matches_torch_sgd_with_momentum():
+    torch.manual_seed(0)
+    target = torch.randn(5, dtype=torch.float64)
+
+    def loss_fn(params, step):
+        return ((params["w"] - target) ** 2 * torch.arange(1, 6)).sum()
+
+    for nesterov in (False, True):
+        start = {"w": torch.zeros(5, dtype=torch.float64)}
+        ours = inner_loop(loss_fn, start, {"w"}, MomentumSGD(0.02, 0.8, nesterov), 6, "first")
+        weight = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+        reference = torch.optim.SGD([weight], lr=0.02, momentum=0.8, nesterov=nesterov)
+        for _ in range(6):
+            reference.zero_grad()
+            loss_fn({"w": weight}, 0).backward()
+            reference.step()
+        torch.testing.assert_close(ours["w"], weight.detach(), rtol=1e-10, atol=1e-12)

@@ -41,6 +41,7 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
         "inner_optimizer": inner.optimizer,
         "inner_batch_size": inner.batch_size,
         "adam_betas": (inner.adam_beta1, inner.adam_beta2),
+        "inner_momentum": inner.momentum,
         "transductive": inner.transductive,
         "vectorize": inner.vectorize,
     }

@@ -46,10 +46,11 @@ class InnerConfig:
     steps: int = 1  # inner steps while meta-training
     eval_steps: int | None = None  # inner steps at validation/test; None: same as steps
     lr: float = 0.4  # inner learning rate (metasgd: initial value of the learned rates)
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # sgd | momentum | adam
     order: str = "second"  # second (through the inner gradients) | first (first-order MAML)
     adapt: str | None = None  # all | head | body; None: the method's own (anil: head)
     batch_size: int | None = None  # support examples per inner step; None: all of them
+    momentum: float = 0.9  # optimizer: momentum
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
@@ -316,13 +317,13 @@ def _validate_inner(config: Config) -> None:
         _at_least("inner.eval_steps", inner.eval_steps, 0)
     if inner.lr <= 0:
         raise ConfigError(f"inner.lr must be > 0, got {inner.lr}")
-    _choice("inner.optimizer", inner.optimizer, ("sgd", "adam"))
+    _choice("inner.optimizer", inner.optimizer, ("sgd", "momentum", "adam"))
     _choice("inner.order", inner.order, ORDERS)
     if inner.adapt is not None:
         _choice("inner.adapt", inner.adapt, PARAMETER_FILTERS)
     if inner.batch_size is not None:
         _at_least("inner.batch_size", inner.batch_size, 1)
-    for key in ("adam_beta1", "adam_beta2"):
+    for key in ("adam_beta1", "adam_beta2", "momentum"):
         if not 0 <= getattr(inner, key) < 1:
             raise ConfigError(f"inner.{key} must be in [0, 1), got {getattr(inner, key)}")
     for index, steps in enumerate(config.eval.inner_steps):
@@ -346,7 +347,7 @@ def _validate_regression(config: Config) -> None:
 
     if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
         raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
-                          f"dataset {config.data.dataset} use maml, metasgd, anil or reptile")
+                          f"dataset {config.data.dataset} use a gradient-based method (maml, metasgd, anil, boil, reptile)")
     if config.model.backbone != "mlp":
         raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:

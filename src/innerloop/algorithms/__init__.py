@@ -2,11 +2,11 @@
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric import ProtoNet
-from innerloop.algorithms.optimization import ANIL, MAML, GradientLearner, MetaSGD, Reptile
+from innerloop.algorithms.optimization import ANIL, BOIL, MAML, GradientLearner, MetaSGD, Reptile
 
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, Reptile)
+    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, Reptile)
 }
 
-__all__ = ["ALGORITHMS", "ANIL", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
            "Reptile"]

@@ -7,7 +7,14 @@ meta-gradients flow (``"second"`` or ``"first"`` order).
 """
 
 from innerloop.functional.inner_loop import ORDERS, inner_loop
-from innerloop.functional.inner_optimizers import SGD, Adam, AdamState, InnerOptimizer, PerParameterSGD
+from innerloop.functional.inner_optimizers import (
+    SGD,
+    Adam,
+    AdamState,
+    InnerOptimizer,
+    MomentumSGD,
+    PerParameterSGD,
+)
 from innerloop.functional.params import (
     PARAMETER_FILTERS,
     ParameterFilter,
@@ -19,6 +26,6 @@ from innerloop.functional.params import (
 )
 from innerloop.nn.task_batch_norm import task_batch_norm
 
-__all__ = ["ORDERS", "PARAMETER_FILTERS", "SGD", "Adam", "AdamState", "InnerOptimizer",
+__all__ = ["ORDERS", "PARAMETER_FILTERS", "SGD", "Adam", "AdamState", "InnerOptimizer", "MomentumSGD",
            "ParameterFilter", "Params", "PerParameterSGD", "inner_loop", "parameter_filter",
            "parameters_of", "run", "select", "task_batch_norm"]

@@ -63,6 +63,32 @@ class PerParameterSGD:
 
 
 @dataclass(frozen=True)
+class MomentumSGD:
+    """SGD with heavy-ball momentum, in PyTorch's convention (no dampening):
+
+        velocity = momentum * velocity + grads
+        params   = params - lr * velocity            (nesterov: lr * (grads + momentum * velocity))
+
+    ``lr`` may be a (learnable) scalar tensor; the velocity starts at zero for every task.
+    """
+
+    lr: float | Tensor
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def init(self, params: Params) -> Params:
+        return {name: torch.zeros_like(tensor) for name, tensor in params.items()}
+
+    def update(self, grads: Params, state: Params, params: Params) -> tuple[Params, Params]:
+        velocity = {n: self.momentum * state[n] + grads[n] for n in params}
+        if self.nesterov:
+            steps = {n: grads[n] + self.momentum * velocity[n] for n in params}
+        else:
+            steps = velocity
+        return {n: params[n] - self.lr * steps[n] for n in params}, velocity
+
+
+@dataclass(frozen=True)
 class AdamState:
     step: int
     first_moment: Params

@@ -1,9 +1,10 @@
 """Optimization-based meta-learners: the inner loop is gradient descent (see innerloop.functional)."""
 
 from innerloop.algorithms.optimization.anil import ANIL
+from innerloop.algorithms.optimization.boil import BOIL
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner
 from innerloop.algorithms.optimization.maml import MAML
 from innerloop.algorithms.optimization.meta_sgd import MetaSGD
 from innerloop.algorithms.optimization.reptile import Reptile
 
-__all__ = ["ANIL", "AdaptedState", "GradientLearner", "MAML", "MetaSGD", "Reptile"]
+__all__ = ["ANIL", "BOIL", "AdaptedState", "GradientLearner", "MAML", "MetaSGD", "Reptile"]

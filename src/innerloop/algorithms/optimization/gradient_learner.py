@@ -32,14 +32,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner
-from innerloop.functional import SGD, Adam, InnerOptimizer, Params, inner_loop, parameter_filter
+from innerloop.functional import (
+    SGD,
+    Adam,
+    InnerOptimizer,
+    MomentumSGD,
+    Params,
+    inner_loop,
+    parameter_filter,
+)
 from innerloop.functional.params import HEAD_PREFIX, run
 from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups
 from innerloop.tasks.episodes import Episodes
 
 TASK_KINDS = ("classification", "regression")
 SECOND_ORDER_ADAM_EPS_ROOT = 1e-12
-INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,10 @@ class GradientLearner(MetaLearner):
         inner_lr: inner learning rate (Meta-SGD: the initial value of every learned rate).
         order: ``"second"`` or ``"first"`` — how meta-gradients flow through the inner loop.
         adapt: which parameters the inner loop changes: ``"all"``, ``"head"`` or ``"body"``.
-        inner_optimizer: ``"sgd"`` or ``"adam"``.
+        inner_optimizer: ``"sgd"``, ``"momentum"`` (heavy ball) or ``"adam"``.
         inner_batch_size: support examples per inner step (``None``: the whole support set).
         adam_betas: ``(beta1, beta2)`` of the inner Adam.
+        inner_momentum: momentum of the ``"momentum"`` inner optimizer.
         transductive: normalize queries together (True) or each with the support set (False);
             a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
@@ -79,7 +88,7 @@ class GradientLearner(MetaLearner):
                  inner_steps: int = 1, eval_inner_steps: int | None = None, inner_lr: float = 0.4,
                  order: str = "second", adapt: str | None = None, inner_optimizer: str = "sgd",
                  inner_batch_size: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
-                 transductive: bool = True, vectorize: bool = False) -> None:
+                 transductive: bool = True, vectorize: bool = False, inner_momentum: float = 0.9) -> None:
         super().__init__()
         if task not in TASK_KINDS:
             raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, got '{task}'")
@@ -103,6 +112,7 @@ class GradientLearner(MetaLearner):
         self.inner_optimizer_name = inner_optimizer
         self.inner_batch_size = inner_batch_size
         self.adam_betas = tuple(adam_betas)
+        self.inner_momentum = inner_momentum
         # Without batch norm a query's prediction never depends on the other queries.
         self.has_batch_norm = any(isinstance(m, TaskBatchNorm) for m in backbone.modules())
         self.transductive = transductive and self.has_batch_norm
@@ -121,6 +131,8 @@ class GradientLearner(MetaLearner):
             eps_root = SECOND_ORDER_ADAM_EPS_ROOT if through else 0.0
             return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1],
                         eps_root=eps_root)
+        if self.inner_optimizer_name == "momentum":
+            return MomentumSGD(self.inner_lr, self.inner_momentum)
         return SGD(self.inner_lr)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
