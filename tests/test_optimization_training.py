@@ -96,6 +96,9 @@ def test_maml_learns_real_omniglot_within_a_few_steps(tmp_path, omniglot_root):
     ({"inner": {"steps": -1}}, "inner.steps must be >= 0"),
     ({"model": {"algorithm": "protonet"}, "eval": {"inner_steps": [1]}}, "eval.inner_steps applies"),
     ({"model": {"algorithm": "metasgd"}, "inner": {"optimizer": "adam"}}, "metasgd learns"),
+    ({"model": {"algorithm": "imaml"}, "inner": {"vectorize": True}}, "imaml adapts all"),
+    ({"model": {"algorithm": "imaml"}, "inner": {"proximal_strength": 0}}, "proximal_strength must be > 0"),
+    ({"inner": {"optimizer": "momentum", "momentum": 1.0}}, "inner.momentum must be in"),
 ])
 def test_inner_loop_settings_are_checked(change, message):
     base = {"model": {"algorithm": "maml"}, "train": {"ways": 5}, "eval": {"ways": 5}}
@@ -136,3 +139,15 @@ def test_sinusoid_splits_are_different_task_streams():
 
     assert torch.equal(draw("test").support_y, draw("test").support_y)
     assert not torch.equal(draw("test").support_y, draw("val").support_y)
+
+
+def test_imaml_and_boil_build_from_a_config_with_their_settings():
+    from innerloop.build import build_learner
+
+    imaml = build_learner(config_from_dict({"model": {"algorithm": "imaml"}, "train": {"ways": 5},
+                                            "inner": {"proximal_strength": 0.5, "cg_steps": 7}}))
+    assert (imaml.proximal_strength, imaml.cg_steps, imaml.cg_damping) == (0.5, 7, 0.0)
+    boil = build_learner(config_from_dict({"model": {"algorithm": "boil"}, "train": {"ways": 5},
+                                           "inner": {"optimizer": "momentum", "momentum": 0.5}}))
+    assert all(name.startswith("body.") for name in boil.adapted_names)
+    assert boil.inner_optimizer().momentum == 0.5

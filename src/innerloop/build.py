@@ -57,7 +57,9 @@ def build_learner(config: Config) -> MetaLearner:
     torch.manual_seed(config.seed)
     backbone = build_backbone(config, cls.backbone_batch_norm)
     if issubclass(cls, GradientLearner):
-        learner: MetaLearner = cls(backbone, **gradient_learner_options(config))
+        options = gradient_learner_options(config)
+        options |= {key: getattr(config.inner, key) for key in getattr(cls, "inner_config_keys", ())}
+        learner: MetaLearner = cls(backbone, **options)
     else:
         learner = cls(backbone)
     if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":

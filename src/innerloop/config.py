@@ -53,6 +53,9 @@ class InnerConfig:
     momentum: float = 0.9  # optimizer: momentum
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    proximal_strength: float = 2.0  # imaml: lambda of the proximal term
+    cg_steps: int = 5  # imaml: conjugate-gradient iterations
+    cg_damping: float = 0.0  # imaml: added to the Hessian
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
     vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
 
@@ -326,6 +329,13 @@ def _validate_inner(config: Config) -> None:
     for key in ("adam_beta1", "adam_beta2", "momentum"):
         if not 0 <= getattr(inner, key) < 1:
             raise ConfigError(f"inner.{key} must be in [0, 1), got {getattr(inner, key)}")
+    if inner.proximal_strength <= 0:
+        raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
+    _at_least("inner.cg_steps", inner.cg_steps, 1)
+    _at_least("inner.cg_damping", inner.cg_damping, 0.0)
+    if config.model.algorithm == "imaml" and (inner.vectorize or (inner.adapt or "all") != "all"):
+        raise ConfigError("imaml adapts all parameters in a per-task loop: remove inner.adapt and "
+                          "set inner.vectorize: false")
     for index, steps in enumerate(config.eval.inner_steps):
         _at_least(f"eval.inner_steps[{index}]", steps, 0)
     if not gradient_based and config.eval.inner_steps:

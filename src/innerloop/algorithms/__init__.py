@@ -2,11 +2,11 @@
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric import ProtoNet
-from innerloop.algorithms.optimization import ANIL, BOIL, MAML, GradientLearner, MetaSGD, Reptile
+from innerloop.algorithms.optimization import ANIL, BOIL, MAML, GradientLearner, MetaSGD, Reptile, iMAML
 
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, Reptile)
+    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, Reptile, iMAML)
 }
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
-           "Reptile"]
+           "Reptile", "iMAML"]
