@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from innerloop.algorithms import ANIL, BOIL, MAML, MetaSGD, Reptile
-from innerloop.functional import SGD, Adam, MomentumSGD, PerParameterSGD, inner_loop, parameter_filter
+from innerloop.functional import (
+    SGD,
+    Adam,
+    MomentumSGD,
+    PerParameterSGD,
+    StepwiseSGD,
+    inner_loop,
+    parameter_filter,
+)
 from innerloop.nn import Conv4, MLP
 from innerloop.nn.task_batch_norm import batch_norm_groups, task_batch_norm
 from innerloop.tasks.episodes import Episodes
@@ -331,3 +339,34 @@ def test_momentum_inner_loop_matches_torch_sgd_with_momentum():
             loss_fn({"w": weight}, 0).backward()
             reference.step()
         torch.testing.assert_close(ours["w"], weight.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_stepwise_rates_follow_the_schedule_and_learned_per_layer_rates_get_exact_gradients():
+    params = {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    schedule = StepwiseSGD({"*": torch.tensor([0.5, 0.25], dtype=torch.float64)})
+    out = inner_loop(lambda p, step: (p["w"] ** 2).sum() / 2, params, {"w"}, schedule, 2, "first")
+    torch.testing.assert_close(out["w"], params["w"] * 0.5 * 0.75)  # w <- w - rate * w, twice
+    with pytest.raises(IndexError, match="one rate per inner step"):
+        inner_loop(lambda p, step: (p["w"] ** 2).sum(), params, {"w"}, schedule, 3, "first")
+
+    # Learned per-layer per-step rates (MAML++'s LSLR) through a second-order MAML meta-gradient.
+    learner = make_learner(MAML, "task", inner_steps=3)
+    layer_of = {name: name.rsplit(".", 1)[0] for name, _ in learner.network.named_parameters()}
+    generator = torch.Generator().manual_seed(5)
+    rates = {layer: (0.1 + 0.3 * torch.rand(3, generator=generator, dtype=torch.float64)).requires_grad_()
+             for layer in set(layer_of.values())}
+    learner.inner_optimizer = lambda: StepwiseSGD({name: rates[layer] for name, layer in layer_of.items()})
+    episodes = make_episodes()
+    loss, _ = learner.meta_loss(episodes)
+    layer = "head"
+    analytic = torch.autograd.grad(loss, rates[layer])[0]
+    for step in range(3):
+        shifted = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                rates[layer][step] += sign * 1e-7
+            shifted.append(float(learner.meta_loss(episodes)[0].detach()))
+            with torch.no_grad():
+                rates[layer][step] -= sign * 1e-7
+        numeric = (shifted[0] - shifted[1]) / 2e-7
+        assert abs(float(analytic[step]) - numeric) < 1e-6 * max(1.0, abs(numeric))

@@ -16,6 +16,7 @@ from innerloop.functional.inner_optimizers import (
     InnerOptimizer,
     MomentumSGD,
     PerParameterSGD,
+    StepwiseSGD,
 )
 from innerloop.functional.params import (
     PARAMETER_FILTERS,
@@ -29,6 +30,6 @@ from innerloop.functional.params import (
 from innerloop.nn.task_batch_norm import task_batch_norm
 
 __all__ = ["ORDERS", "PARAMETER_FILTERS", "SGD", "Adam", "AdamState", "InnerOptimizer", "MomentumSGD",
-           "ParameterFilter", "Params", "PerParameterSGD", "conjugate_gradient", "implicit_gradient",
+           "ParameterFilter", "Params", "PerParameterSGD", "StepwiseSGD", "conjugate_gradient", "implicit_gradient",
            "inner_loop", "parameter_filter",
            "parameters_of", "run", "select", "task_batch_norm"]

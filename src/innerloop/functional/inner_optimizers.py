@@ -63,6 +63,35 @@ class PerParameterSGD:
 
 
 @dataclass(frozen=True)
+class StepwiseSGD:
+    """SGD whose rate depends on the inner step: ``params[name] - rates[name][step] * grads[name]``.
+
+    ``rates[name]`` is a 1-D tensor with one rate per inner step (or a scalar rate per step
+    broadcast to every parameter with the key ``"*"``). Fixed tensors give a per-step learning-rate
+    schedule; learnable ones, one per layer, are the learned per-layer per-step rates of MAML++
+    ("LSLR", Antoniou et al. 2019). The state is the step counter.
+    """
+
+    rates: Mapping[str, Tensor]
+
+    def _rate(self, name: str, step: int) -> Tensor:
+        schedule = self.rates[name] if name in self.rates else self.rates["*"]
+        if step >= schedule.shape[0]:
+            raise IndexError(f"StepwiseSGD has {schedule.shape[0]} rates for {name!r} but step "
+                             f"{step + 1} was requested; give one rate per inner step")
+        return schedule[step]
+
+    def init(self, params: Params) -> int:
+        missing = sorted(n for n in params if n not in self.rates and "*" not in self.rates)
+        if missing:
+            raise KeyError(f"StepwiseSGD has no rates for {missing[0]!r}")
+        return 0
+
+    def update(self, grads: Params, state: int, params: Params) -> tuple[Params, int]:
+        return {n: params[n] - self._rate(n, state) * grads[n] for n in params}, state + 1
+
+
+@dataclass(frozen=True)
 class MomentumSGD:
     """SGD with heavy-ball momentum, in PyTorch's convention (no dampening):
 
