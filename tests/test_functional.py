@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from innerloop.algorithms import ANIL, BOIL, MAML, MetaSGD, Reptile
+from innerloop.algorithms import ANIL, BOIL, CAVIA, MAML, MetaSGD, Reptile
 from innerloop.functional import (
     SGD,
     Adam,
@@ -158,7 +158,7 @@ def test_reptile_surrogate_gradient_is_theta_minus_the_mean_adapted_weights():
         torch.testing.assert_close(grad, parameter.detach() - mean_adapted.detach(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [MAML, MetaSGD, ANIL, BOIL])
+@pytest.mark.parametrize("cls", [MAML, MetaSGD, ANIL, BOIL, CAVIA])
 @pytest.mark.parametrize("order", ["second", "first"])
 def test_vmapped_and_looped_paths_agree(cls, order):
     loop = make_learner(cls, "task", inner_steps=2, order=order)
@@ -370,3 +370,17 @@ def test_stepwise_rates_follow_the_schedule_and_learned_per_layer_rates_get_exac
                 rates[layer][step] -= sign * 1e-7
         numeric = (shifted[0] - shifted[1]) / 2e-7
         assert abs(float(analytic[step]) - numeric) < 1e-6 * max(1.0, abs(numeric))
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+def test_cavia_gradient_matches_finite_differences_and_adapts_only_a_fresh_context(transductive):
+    learner = make_learner(CAVIA, "task", inner_steps=2, context_dim=4, transductive=transductive)
+    assert directional_check(learner, make_episodes(tasks=2)) < 1e-6
+    episodes = make_episodes()
+    states = [learner.adapt(episodes[t].support_x, episodes[t].support_y, WAYS) for t in range(2)]
+    for name, parameter in learner.network.named_parameters():
+        assert all(torch.equal(state.params[name], parameter) for state in states), name
+    contexts = [state.params["context"] for state in states]
+    assert not torch.equal(contexts[0], contexts[1]) and float(contexts[0].detach().abs().sum()) > 0
+    learner.inner_steps = 0  # no step: the context is zero for every task
+    assert float(learner.adapt(episodes[0].support_x, episodes[0].support_y, WAYS).params["context"].abs().sum()) == 0

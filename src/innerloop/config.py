@@ -56,6 +56,7 @@ class InnerConfig:
     proximal_strength: float = 2.0  # imaml: lambda of the proximal term
     cg_steps: int = 5  # imaml: conjugate-gradient iterations
     cg_damping: float = 0.0  # imaml: added to the Hessian
+    context_dim: int = 100  # cavia: size of the per-task context vector
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
     vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
 
@@ -332,7 +333,10 @@ def _validate_inner(config: Config) -> None:
     if inner.proximal_strength <= 0:
         raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
     _at_least("inner.cg_steps", inner.cg_steps, 1)
+    _at_least("inner.context_dim", inner.context_dim, 1)
     _at_least("inner.cg_damping", inner.cg_damping, 0.0)
+    if config.model.algorithm == "cavia" and inner.adapt is not None:
+        raise ConfigError("inner.adapt: cavia adapts its per-task context only; remove inner.adapt")
     if config.model.algorithm == "imaml" and (inner.vectorize or (inner.adapt or "all") != "all"):
         raise ConfigError("imaml adapts all parameters in a per-task loop: remove inner.adapt and "
                           "set inner.vectorize: false")

@@ -2,11 +2,20 @@
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric import ProtoNet
-from innerloop.algorithms.optimization import ANIL, BOIL, MAML, GradientLearner, MetaSGD, Reptile, iMAML
+from innerloop.algorithms.optimization import (
+    ANIL,
+    BOIL,
+    CAVIA,
+    MAML,
+    GradientLearner,
+    MetaSGD,
+    Reptile,
+    iMAML,
+)
 
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, Reptile, iMAML)
+    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML)
 }
 
-__all__ = ["ALGORITHMS", "ANIL", "BOIL", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML"]

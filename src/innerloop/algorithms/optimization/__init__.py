@@ -2,10 +2,11 @@
 
 from innerloop.algorithms.optimization.anil import ANIL
 from innerloop.algorithms.optimization.boil import BOIL
+from innerloop.algorithms.optimization.cavia import CAVIA
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner
 from innerloop.algorithms.optimization.imaml import iMAML
 from innerloop.algorithms.optimization.maml import MAML
 from innerloop.algorithms.optimization.meta_sgd import MetaSGD
 from innerloop.algorithms.optimization.reptile import Reptile
 
-__all__ = ["ANIL", "BOIL", "AdaptedState", "GradientLearner", "MAML", "MetaSGD", "Reptile", "iMAML"]
+__all__ = ["ANIL", "BOIL", "CAVIA", "AdaptedState", "GradientLearner", "MAML", "MetaSGD", "Reptile", "iMAML"]

@@ -24,6 +24,7 @@ per task instead of once per inner step (same numbers, less work).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,11 @@ class GradientLearner(MetaLearner):
         return self.inner_steps if self.training else self.eval_inner_steps
 
     # -- the inner loop -----------------------------------------------------------------------
+    def _check_ways(self, ways: int) -> None:
+        if self.task == "classification" and ways != self.outputs:
+            raise ValueError(f"{self.name} was built with a {self.outputs}-way head and cannot "
+                             f"adapt to {ways}-way tasks; train and evaluate with the same ways")
+
     def _head_only(self) -> bool:
         return all(name.startswith(HEAD_PREFIX) for name in self.adapted_names)
 
@@ -168,9 +174,7 @@ class GradientLearner(MetaLearner):
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
         """``num_steps`` inner-optimizer steps on the support loss (see the module docstring)."""
-        if self.task == "classification" and ways != self.outputs:
-            raise ValueError(f"{self.name} was built with a {self.outputs}-way head and cannot "
-                             f"adapt to {ways}-way tasks; train and evaluate with the same ways")
+        self._check_ways(ways)
         params: Params = dict(self.network.named_parameters())
         if self._head_only():
             features = self.network.body(support_x)
@@ -204,11 +208,17 @@ class GradientLearner(MetaLearner):
         if self.transductive or not self.has_batch_norm:
             return run(self.network, state.params, query_x)
 
-        num_queries, num_support = query_x.shape[0], state.support_x.shape[0]
-        support = state.support_x.unsqueeze(0).expand(num_queries, *state.support_x.shape)
+        return self._grouped_predict(lambda x: run(self.network, state.params, x),
+                                     state.support_x, query_x)
+
+    @staticmethod
+    def _grouped_predict(network: Callable[[Tensor], Tensor], support_x: Tensor, query_x: Tensor) -> Tensor:
+        """Each query through ``network`` together with the support set only, all in one pass."""
+        num_queries, num_support = query_x.shape[0], support_x.shape[0]
+        support = support_x.unsqueeze(0).expand(num_queries, *support_x.shape)
         batches = torch.cat([support, query_x.unsqueeze(1)], dim=1)  # [Q, S + 1, ...]
         with batch_norm_groups(num_queries):  # each query is normalized with the support set only
-            outputs = run(self.network, state.params, batches.flatten(0, 1))
+            outputs = network(batches.flatten(0, 1))
         return outputs.unflatten(0, (num_queries, num_support + 1))[:, -1]
 
     # -- over a meta-batch --------------------------------------------------------------------

@@ -64,9 +64,7 @@ class iMAML(GradientLearner):  # noqa: N801 — the method's own spelling
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
         """The proximal inner problem, solved first order from the meta-parameters."""
-        if self.task == "classification" and ways != self.outputs:
-            raise ValueError(f"{self.name} was built with a {self.outputs}-way head and cannot "
-                             f"adapt to {ways}-way tasks; train and evaluate with the same ways")
+        self._check_ways(ways)
         anchor = {name: p.detach() for name, p in self.network.named_parameters()}
 
         def proximal_loss(params: Params, step: int) -> Tensor:
