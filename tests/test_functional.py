@@ -384,3 +384,19 @@ def test_cavia_gradient_matches_finite_differences_and_adapts_only_a_fresh_conte
     assert not torch.equal(contexts[0], contexts[1]) and float(contexts[0].detach().abs().sum()) > 0
     learner.inner_steps = 0  # no step: the context is zero for every task
     assert float(learner.adapt(episodes[0].support_x, episodes[0].support_y, WAYS).params["context"].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("cls, optimizer", [(MAML, "sgd"), (MAML, "adam"), (MetaSGD, "sgd"), (ANIL, "momentum")])
+def test_checkpointed_unrolls_give_the_same_meta_gradient(cls, optimizer):
+    plain = make_learner(cls, "task", inner_steps=3, inner_optimizer=optimizer)
+    recomputed = make_learner(cls, "task", inner_steps=3, inner_optimizer=optimizer, checkpoint=True)
+    if optimizer == "adam":
+        plain.inner_lr = recomputed.inner_lr = 0.01
+    episodes = make_episodes()
+    loss_plain, _ = plain.meta_loss(episodes)
+    loss_recomputed, _ = recomputed.meta_loss(episodes)
+    torch.testing.assert_close(loss_plain, loss_recomputed, rtol=1e-12, atol=1e-12)
+    for a, b in zip(meta_gradient(plain, episodes), meta_gradient(recomputed, episodes)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="per task"):
+        make_learner(cls, "task", checkpoint=True, vectorize=True)

@@ -42,6 +42,7 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
         "inner_batch_size": inner.batch_size,
         "adam_betas": (inner.adam_beta1, inner.adam_beta2),
         "inner_momentum": inner.momentum,
+        "checkpoint": inner.checkpoint,
         "transductive": inner.transductive,
         "vectorize": inner.vectorize,
     }

@@ -59,6 +59,7 @@ class InnerConfig:
     context_dim: int = 100  # cavia: size of the per-task context vector
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
     vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
+    checkpoint: bool = False  # second order: recompute inner steps in backward (memory flat in steps)
 
 
 @dataclass
@@ -334,6 +335,8 @@ def _validate_inner(config: Config) -> None:
         raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
     _at_least("inner.cg_steps", inner.cg_steps, 1)
     _at_least("inner.context_dim", inner.context_dim, 1)
+    if inner.checkpoint and inner.vectorize:
+        raise ConfigError("inner.checkpoint runs the inner loop per task: set inner.vectorize: false")
     _at_least("inner.cg_damping", inner.cg_damping, 0.0)
     if config.model.algorithm == "cavia" and inner.adapt is not None:
         raise ConfigError("inner.adapt: cavia adapts its per-task context only; remove inner.adapt")

@@ -18,8 +18,10 @@ When autograd is disabled (evaluation), the loop runs first order and keeps no g
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from innerloop.functional.inner_optimizers import InnerOptimizer
@@ -32,7 +34,8 @@ InnerLoss = Callable[[Params, int], Tensor]
 
 
 def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
-               optimizer: InnerOptimizer, num_steps: int, order: str = "second") -> Params:
+               optimizer: InnerOptimizer, num_steps: int, order: str = "second",
+               checkpoint: bool = False) -> Params:
     """Adapt ``params[adapted]`` by ``num_steps`` steps of ``optimizer`` on ``loss_fn``.
 
     Args:
@@ -42,6 +45,11 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
         optimizer: an :class:`~innerloop.functional.inner_optimizers.InnerOptimizer`.
         num_steps: number of inner steps (0 returns ``params`` unchanged).
         order: ``"second"`` or ``"first"`` (see the module docstring).
+        checkpoint: second order only — keep no activations of the inner steps; each step is
+            recomputed during the backward pass (``torch.utils.checkpoint``), so memory stops
+            growing with the number of steps at the price of one more forward-backward per step.
+            Inner gradients are then taken with ``torch.autograd.grad`` (``torch.func`` transforms
+            do not support checkpointing), so this path cannot run under ``vmap``.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got '{order}'")
@@ -54,6 +62,8 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
     if first_order:
         frozen_for_grad = {name: tensor.detach() for name, tensor in frozen.items()}
     state = optimizer.init(fast)
+    if checkpoint and not first_order:
+        return {**frozen, **_checkpointed_steps(loss_fn, frozen, fast, optimizer, state, num_steps)}
     for step in range(num_steps):
         if first_order:
             point = {name: tensor.detach() for name, tensor in fast.items()}
@@ -62,3 +72,24 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
             grads = torch.func.grad(lambda p: loss_fn({**frozen, **p}, step))(fast)
         fast, state = optimizer.update(grads, state, fast)
     return {**frozen, **fast}
+
+
+def _checkpointed_steps(loss_fn: InnerLoss, frozen: Params, fast: Params, optimizer: InnerOptimizer,
+                        state: Any, num_steps: int) -> Params:
+    """Second-order inner steps, each recomputed in the backward pass instead of stored."""
+    names = list(fast)
+
+    def one_step(step: int, state: Any, *values: Tensor) -> tuple[tuple[Tensor, ...], Any]:
+        current = dict(zip(names, values))
+        with torch.enable_grad():
+            loss = loss_fn({**frozen, **current}, step)
+            grads = torch.autograd.grad(loss, values, create_graph=True, allow_unused=True)
+        grads = {n: g if g is not None else torch.zeros_like(current[n]) for n, g in zip(names, grads)}
+        new, new_state = optimizer.update(grads, state, current)
+        return tuple(new[n] for n in names), new_state
+
+    values = tuple(fast[n] for n in names)
+    for step in range(num_steps):
+        values, state = torch.utils.checkpoint.checkpoint(one_step, step, state, *values,
+                                                          use_reentrant=False)
+    return dict(zip(names, values))

@@ -75,6 +75,8 @@ class GradientLearner(MetaLearner):
         inner_batch_size: support examples per inner step (``None``: the whole support set).
         adam_betas: ``(beta1, beta2)`` of the inner Adam.
         inner_momentum: momentum of the ``"momentum"`` inner optimizer.
+        checkpoint: recompute each second-order inner step in the backward pass instead of
+            storing it (memory flat in the number of steps; per-task loop only).
         transductive: normalize queries together (True) or each with the support set (False);
             a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
@@ -89,7 +91,8 @@ class GradientLearner(MetaLearner):
                  inner_steps: int = 1, eval_inner_steps: int | None = None, inner_lr: float = 0.4,
                  order: str = "second", adapt: str | None = None, inner_optimizer: str = "sgd",
                  inner_batch_size: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
-                 transductive: bool = True, vectorize: bool = False, inner_momentum: float = 0.9) -> None:
+                 transductive: bool = True, vectorize: bool = False, inner_momentum: float = 0.9,
+                 checkpoint: bool = False) -> None:
         super().__init__()
         if task not in TASK_KINDS:
             raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, got '{task}'")
@@ -114,6 +117,9 @@ class GradientLearner(MetaLearner):
         self.inner_batch_size = inner_batch_size
         self.adam_betas = tuple(adam_betas)
         self.inner_momentum = inner_momentum
+        if checkpoint and vectorize:
+            raise ValueError("checkpointed inner loops run per task: set vectorize=False")
+        self.checkpoint = checkpoint
         # Without batch norm a query's prediction never depends on the other queries.
         self.has_batch_norm = any(isinstance(m, TaskBatchNorm) for m in backbone.modules())
         self.transductive = transductive and self.has_batch_norm
@@ -187,7 +193,7 @@ class GradientLearner(MetaLearner):
                 return self.loss(run(self.network.head, p, x), y)
 
             adapted_head = inner_loop(head_loss, head, set(head), self._prefixed_optimizer(),
-                                      self.current_inner_steps, self.order)
+                                      self.current_inner_steps, self.order, checkpoint=self.checkpoint)
             params = {**params, **{HEAD_PREFIX + n: p for n, p in adapted_head.items()}}
             return AdaptedState(params, support_x)
 
@@ -196,7 +202,7 @@ class GradientLearner(MetaLearner):
             return self.loss(run(self.network, p, x), y)
 
         params = inner_loop(support_loss, params, self.adapted_names, self.inner_optimizer(),
-                            self.current_inner_steps, self.order)
+                            self.current_inner_steps, self.order, checkpoint=self.checkpoint)
         return AdaptedState(params, support_x)
 
     def _prefixed_optimizer(self) -> InnerOptimizer:
