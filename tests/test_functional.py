@@ -52,6 +52,14 @@ def meta_gradient(learner, episodes) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, list(learner.parameters())))
 
 
+def assert_same_loss_and_meta_gradient(first, second, episodes) -> None:
+    """Two learners (same initialization) give the same meta-loss and meta-gradient to 1e-10."""
+    torch.testing.assert_close(first.meta_loss(episodes)[0], second.meta_loss(episodes)[0],
+                               rtol=1e-10, atol=1e-12)
+    for a, b in zip(meta_gradient(first, episodes), meta_gradient(second, episodes)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def directional_check(learner, episodes, num_directions: int = 3, eps: float = 1e-7) -> float:
     """Largest relative error between ``grad · v`` and a central difference along ``v``."""
     grads = meta_gradient(learner, episodes)
@@ -163,12 +171,7 @@ def test_reptile_surrogate_gradient_is_theta_minus_the_mean_adapted_weights():
 def test_vmapped_and_looped_paths_agree(cls, order):
     loop = make_learner(cls, "task", inner_steps=2, order=order)
     vmapped = make_learner(cls, "task", inner_steps=2, order=order, vectorize=True)
-    episodes = make_episodes()
-    loss_loop, _ = loop.meta_loss(episodes)
-    loss_vmap, _ = vmapped.meta_loss(episodes)
-    torch.testing.assert_close(loss_loop, loss_vmap, rtol=1e-10, atol=1e-12)
-    for a, b in zip(meta_gradient(loop, episodes), meta_gradient(vmapped, episodes)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_loss_and_meta_gradient(loop, vmapped, make_episodes())
 
 
 def test_evaluation_without_autograd_takes_the_same_inner_steps():
@@ -206,22 +209,26 @@ def test_inner_optimizers_are_pure_and_follow_their_update_rules():
     assert params["w"].tolist() == [1.0, -2.0] and state.step == 1
 
 
-def test_adam_inner_loop_matches_torch_adam():
+@pytest.mark.parametrize("ours, reference", [
+    (Adam(lr=0.05, beta1=0.0, beta2=0.99), lambda w: torch.optim.Adam(w, lr=0.05, betas=(0.0, 0.99))),
+    (MomentumSGD(0.02, 0.8), lambda w: torch.optim.SGD(w, lr=0.02, momentum=0.8)),
+    (MomentumSGD(0.02, 0.8, nesterov=True), lambda w: torch.optim.SGD(w, lr=0.02, momentum=0.8, nesterov=True)),
+])
+def test_inner_optimizers_match_their_torch_optim_counterparts(ours, reference):
     torch.manual_seed(0)
     target = torch.randn(5, dtype=torch.float64)
-    start = {"w": torch.zeros(5, dtype=torch.float64)}
 
     def loss_fn(params, step):
         return ((params["w"] - target) ** 2 * torch.arange(1, 6)).sum()
 
-    ours = inner_loop(loss_fn, start, {"w"}, Adam(lr=0.05, beta1=0.0, beta2=0.99), 7, "first")
+    adapted = inner_loop(loss_fn, {"w": torch.zeros(5, dtype=torch.float64)}, {"w"}, ours, 7, "first")
     weight = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    reference = torch.optim.Adam([weight], lr=0.05, betas=(0.0, 0.99))
+    optimizer = reference([weight])
     for _ in range(7):
-        reference.zero_grad()
+        optimizer.zero_grad()
         loss_fn({"w": weight}, 0).backward()
-        reference.step()
-    torch.testing.assert_close(ours["w"], weight.detach(), rtol=1e-10, atol=1e-12)
+        optimizer.step()
+    torch.testing.assert_close(adapted["w"], weight.detach(), rtol=1e-10, atol=1e-12)
 
 
 def test_parameter_filters_and_inner_loop_errors():
@@ -322,25 +329,6 @@ def test_second_order_gradient_through_momentum_and_adam_inner_loops_matches_fin
     assert directional_check(learner, make_episodes()) < 1e-6
 
 
-def test_momentum_inner_loop_matches_torch_sgd_with_momentum():
-    torch.manual_seed(0)
-    target = torch.randn(5, dtype=torch.float64)
-
-    def loss_fn(params, step):
-        return ((params["w"] - target) ** 2 * torch.arange(1, 6)).sum()
-
-    for nesterov in (False, True):
-        start = {"w": torch.zeros(5, dtype=torch.float64)}
-        ours = inner_loop(loss_fn, start, {"w"}, MomentumSGD(0.02, 0.8, nesterov), 6, "first")
-        weight = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-        reference = torch.optim.SGD([weight], lr=0.02, momentum=0.8, nesterov=nesterov)
-        for _ in range(6):
-            reference.zero_grad()
-            loss_fn({"w": weight}, 0).backward()
-            reference.step()
-        torch.testing.assert_close(ours["w"], weight.detach(), rtol=1e-10, atol=1e-12)
-
-
 def test_stepwise_rates_follow_the_schedule_and_learned_per_layer_rates_get_exact_gradients():
     params = {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}
     schedule = StepwiseSGD({"*": torch.tensor([0.5, 0.25], dtype=torch.float64)})
@@ -392,11 +380,6 @@ def test_checkpointed_unrolls_give_the_same_meta_gradient(cls, optimizer):
     recomputed = make_learner(cls, "task", inner_steps=3, inner_optimizer=optimizer, checkpoint=True)
     if optimizer == "adam":
         plain.inner_lr = recomputed.inner_lr = 0.01
-    episodes = make_episodes()
-    loss_plain, _ = plain.meta_loss(episodes)
-    loss_recomputed, _ = recomputed.meta_loss(episodes)
-    torch.testing.assert_close(loss_plain, loss_recomputed, rtol=1e-12, atol=1e-12)
-    for a, b in zip(meta_gradient(plain, episodes), meta_gradient(recomputed, episodes)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_loss_and_meta_gradient(plain, recomputed, make_episodes())
     with pytest.raises(ValueError, match="per task"):
         make_learner(cls, "task", checkpoint=True, vectorize=True)
