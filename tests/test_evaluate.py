@@ -61,3 +61,19 @@ def test_episodes_whose_adaptation_diverged_are_counted_and_left_out_of_the_mean
                               results=[StepResult(10, result.mean, result.ci95, result.non_finite)],
                               checkpoint="best.pt", step=1, seconds=0.1, date="2026-11-29")
     assert "2 of 4 episodes diverged" in report.markdown()
+
+
+def test_a_classifier_whose_adaptation_diverged_scores_nan_not_chance():
+    from innerloop.algorithms.base import MetaLearner
+    from innerloop.tasks.episodes import Episodes
+
+    class Diverging(MetaLearner):
+        def query_logits(self, episodes):
+            logits = torch.zeros(2, 3, 3)
+            logits[1, 0, 0] = float("nan")
+            return logits
+
+    episodes = Episodes(torch.zeros(2, 3, 1), torch.arange(3).repeat(2, 1), torch.zeros(2, 3, 1),
+                        torch.arange(3).repeat(2, 1), 3, 1, 1, torch.zeros(2, 3, dtype=torch.int64))
+    scores = Diverging().episode_metric(episodes)
+    assert scores[0] == 1 / 3 and torch.isnan(scores[1])

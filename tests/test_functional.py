@@ -301,6 +301,8 @@ def test_second_order_meta_gradient_through_inner_adam_stays_finite_at_zero_grad
     grads = meta_gradient(learner, episodes)
     assert all(bool(torch.isfinite(g).all()) for g in grads)
     assert learner.inner_optimizer().eps_root > 0
+    with torch.no_grad():  # evaluation runs the same inner update as meta-training
+        assert learner.inner_optimizer().eps_root > 0
     assert directional_check(learner, episodes) < 1e-6
 
 
@@ -374,7 +376,8 @@ def test_cavia_gradient_matches_finite_differences_and_adapts_only_a_fresh_conte
     assert float(learner.adapt(episodes[0].support_x, episodes[0].support_y, WAYS).params["context"].abs().sum()) == 0
 
 
-@pytest.mark.parametrize("cls, optimizer", [(MAML, "sgd"), (MAML, "adam"), (MetaSGD, "sgd"), (ANIL, "momentum")])
+@pytest.mark.parametrize("cls, optimizer", [(MAML, "sgd"), (MAML, "adam"), (MetaSGD, "sgd"), (ANIL, "momentum"),
+                                            (CAVIA, "sgd")])
 def test_checkpointed_unrolls_give_the_same_meta_gradient(cls, optimizer):
     plain = make_learner(cls, "task", inner_steps=3, inner_optimizer=optimizer)
     recomputed = make_learner(cls, "task", inner_steps=3, inner_optimizer=optimizer, checkpoint=True)

@@ -51,6 +51,8 @@ def test_implicit_gradient_equals_the_closed_form_and_converges_with_cg_steps():
               for k in (1, 2, 3, size)]
     assert errors[-1] < 1e-10 and errors[0] > 1e-3
     assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    with pytest.raises(KeyError, match="same parameters"):
+        implicit_gradient(inner_loss, solution, {"v": outer["w"]}, strength, 2)
     damped = implicit_gradient(inner_loss, solution, outer, strength, size, damping=0.5)["w"]
     expected = torch.linalg.solve(torch.eye(size, dtype=torch.float64) + (hessian + 0.5 * torch.eye(size)) / strength,
                                   outer["w"])

@@ -194,3 +194,12 @@ def test_learning_rate_schedules():
 def test_each_step_has_its_own_seed():
     seeds = {step_seed(0, s) for s in range(1000)} | {step_seed(1, s) for s in range(1000)}
     assert len(seeds) == 2000 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_best_checkpoint_prefers_fewer_diverged_validation_episodes(tmp_path, splits):
+    trainer = Trainer(quick_config(), tmp_path, splits=splits, progress=False)
+    assert trainer._improves(0.5, non_finite=0)
+    trainer.best_val_score, trainer.best_val_non_finite = 0.5, 0
+    assert not trainer._improves(0.9, non_finite=2)  # a better mean over fewer episodes loses
+    trainer.best_val_score, trainer.best_val_non_finite = 0.9, 2
+    assert trainer._improves(0.4, non_finite=0) and trainer._improves(0.95, non_finite=2)

@@ -59,7 +59,7 @@ class InnerConfig:
     context_dim: int = 100  # cavia: size of the per-task context vector
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
     vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
-    checkpoint: bool = False  # second order: recompute inner steps in backward (memory flat in steps)
+    checkpoint: bool = False  # second order: recompute inner steps' activations in backward
 
 
 @dataclass
@@ -335,6 +335,9 @@ def _validate_inner(config: Config) -> None:
         raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
     _at_least("inner.cg_steps", inner.cg_steps, 1)
     _at_least("inner.context_dim", inner.context_dim, 1)
+    if inner.checkpoint and config.model.algorithm in ("imaml", "reptile"):
+        raise ConfigError(f"inner.checkpoint: {config.model.algorithm} keeps no graph of its inner "
+                          f"steps, so there is nothing to checkpoint; remove it")
     if inner.checkpoint and inner.vectorize:
         raise ConfigError("inner.checkpoint runs the inner loop per task: set inner.vectorize: false")
     _at_least("inner.cg_damping", inner.cg_damping, 0.0)
@@ -364,7 +367,7 @@ def _validate_regression(config: Config) -> None:
 
     if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
         raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
-                          f"dataset {config.data.dataset} use a gradient-based method (maml, metasgd, anil, boil, reptile)")
+                          f"dataset {config.data.dataset} use a gradient-based method (maml, metasgd, anil, boil, cavia, imaml, reptile)")
     if config.model.backbone != "mlp":
         raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:

@@ -81,4 +81,6 @@ class MetaLearner(nn.Module):
     def episode_metric(self, episodes: Episodes) -> Tensor:
         """The score of each task (float64 ``[T]``): by default its query accuracy."""
         logits = self.query_logits(episodes)
-        return (logits.argmax(-1) == episodes.query_y).to(torch.float64).mean(dim=1)
+        accuracy = (logits.argmax(-1) == episodes.query_y).to(torch.float64).mean(dim=1)
+        finite = torch.isfinite(logits).flatten(1).all(dim=1)  # a diverged task scores nan, not chance
+        return torch.where(finite, accuracy, torch.full_like(accuracy, float("nan")))

@@ -81,16 +81,19 @@ def implicit_gradient(inner_loss: Callable[[Params], Tensor], solution: Params, 
     """
     if proximal_strength <= 0:
         raise ValueError(f"proximal_strength must be > 0, got {proximal_strength}")
+    if set(solution) != set(outer_grad):
+        raise KeyError(f"outer_grad must have the same parameters as solution; got "
+                       f"{sorted(set(solution) ^ set(outer_grad))[:3]} in only one of them")
     point = {name: value.detach().requires_grad_(True) for name, value in solution.items()}
     with torch.enable_grad():
         grads = torch.autograd.grad(inner_loss(point), list(point.values()), create_graph=True)
 
     def matvec(vector: Params) -> Params:
-        products = torch.autograd.grad(grads, list(point.values()), grad_outputs=list(vector.values()),
+        products = torch.autograd.grad(grads, list(point.values()), grad_outputs=[vector[n] for n in point],
                                        retain_graph=True, allow_unused=True)
         return {name: vector[name] + ((hv if hv is not None else torch.zeros_like(vector[name]))
                                       + damping * vector[name]) / proximal_strength
                 for (name, _), hv in zip(point.items(), products)}
 
-    rhs = {name: value.detach() for name, value in outer_grad.items()}
+    rhs = {name: outer_grad[name].detach() for name in point}
     return {name: value.detach() for name, value in conjugate_gradient(matvec, rhs, iterations).items()}

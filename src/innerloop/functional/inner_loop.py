@@ -46,8 +46,9 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
         num_steps: number of inner steps (0 returns ``params`` unchanged).
         order: ``"second"`` or ``"first"`` (see the module docstring).
         checkpoint: second order only — keep no activations of the inner steps; each step is
-            recomputed during the backward pass (``torch.utils.checkpoint``), so memory stops
-            growing with the number of steps at the price of one more forward-backward per step.
+            recomputed during the backward pass (``torch.utils.checkpoint``), so activation
+            memory stops growing with the number of steps (each step's parameters and optimizer
+            state are still kept) at the price of one more forward-backward per step.
             Inner gradients are then taken with ``torch.autograd.grad`` (``torch.func`` transforms
             do not support checkpointing), so this path cannot run under ``vmap``.
     """
@@ -80,6 +81,8 @@ def _checkpointed_steps(loss_fn: InnerLoss, frozen: Params, fast: Params, optimi
     names = list(fast)
 
     def one_step(step: int, state: Any, *values: Tensor) -> tuple[tuple[Tensor, ...], Any]:
+        # A starting point that is a constant (CAVIA's zero context) still needs a gradient.
+        values = tuple(v if v.requires_grad else v.detach().requires_grad_() for v in values)
         current = dict(zip(names, values))
         with torch.enable_grad():
             loss = loss_fn({**frozen, **current}, step)

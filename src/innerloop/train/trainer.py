@@ -119,6 +119,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.learner)
         self.step = 0
         self.best_val_score = math.nan  # nan until the first validation
+        self.best_val_non_finite = 0  # diverged validation episodes of the best checkpoint
         self.best_step = -1
         self.validated_step = -1
         self.logged_step = -1
@@ -133,6 +134,7 @@ class Trainer:
             "model": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_val_score": self.best_val_score,
+            "best_val_non_finite": self.best_val_non_finite,
             "best_step": self.best_step,
             "validated_step": self.validated_step,
             "logged_step": self.logged_step,
@@ -153,6 +155,7 @@ class Trainer:
         self.learner.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
+        self.best_val_non_finite = int(payload.get("best_val_non_finite", 0))
         if "best_val_score" in payload:
             self.best_val_score = float(payload["best_val_score"])
         else:  # a checkpoint from before validation scores were generic: -1.0 meant "none yet"
@@ -189,11 +192,12 @@ class Trainer:
         """Score the fixed validation episodes; keep ``best.pt``. Each write comes before the
         state that records it, so an interruption anywhere leaves a state that resume redoes."""
         result = evaluate_episodes(self.learner, self.validation, self.config.eval.batch_size)
-        if self._improves(result.mean):
+        if self._improves(result.mean, result.non_finite):
             save_checkpoint({"config": self.config.to_dict(), "step": self.step,
                              "model": self.learner.state_dict(), f"val_{result.metric}": result.mean},
                             self.run_dir / BEST)
             self.best_val_score, self.best_step = result.mean, self.step
+            self.best_val_non_finite = result.non_finite
         record = {"step": self.step, f"val_{result.metric}": result.mean, "val_ci95": result.ci95}
         if result.non_finite:  # episodes whose adaptation diverged, left out of the mean
             record["val_non_finite"] = result.non_finite
@@ -201,9 +205,12 @@ class Trainer:
         self.validated_step = self.step
         return result.mean
 
-    def _improves(self, score: float) -> bool:
+    def _improves(self, score: float, non_finite: int = 0) -> bool:
+        """Fewer diverged validation episodes first, then the better mean of the others."""
         if math.isnan(self.best_val_score):
             return not math.isnan(score)
+        if non_finite != self.best_val_non_finite:
+            return non_finite < self.best_val_non_finite
         if self.learner.higher_is_better:
             return score > self.best_val_score
         return score < self.best_val_score

@@ -71,7 +71,7 @@ class CAVIA(GradientLearner):
             return self.loss(run(self.network, network_params, x, params[CONTEXT]), y)
 
         adapted = inner_loop(support_loss, start, {CONTEXT}, self.inner_optimizer(),
-                             self.current_inner_steps, self.order)
+                             self.current_inner_steps, self.order, checkpoint=self.checkpoint)
         return AdaptedState(adapted, support_x)
 
     def predict(self, state: AdaptedState, query_x: Tensor) -> Tensor:

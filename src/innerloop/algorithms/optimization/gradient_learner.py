@@ -75,14 +75,16 @@ class GradientLearner(MetaLearner):
         inner_batch_size: support examples per inner step (``None``: the whole support set).
         adam_betas: ``(beta1, beta2)`` of the inner Adam.
         inner_momentum: momentum of the ``"momentum"`` inner optimizer.
-        checkpoint: recompute each second-order inner step in the backward pass instead of
-            storing it (memory flat in the number of steps; per-task loop only).
+        checkpoint: recompute each second-order inner step's activations in the backward pass
+            instead of storing them (activation memory flat in the number of steps; the
+            parameters of each step are still kept; per-task loop only).
         transductive: normalize queries together (True) or each with the support set (False);
             a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
     """
 
     name = "gradient"
+    differentiates_inner_loop = True  # False where no meta-gradient flows through it (Reptile)
     transductive = True  # the default with a batch-norm backbone; instances set their own
     backbone_batch_norm = "task"
     default_adapt = "all"
@@ -132,9 +134,9 @@ class GradientLearner(MetaLearner):
         """The inner optimizer (Meta-SGD returns one built on its learned rates)."""
         if self.inner_optimizer_name == "adam":
             # Second order differentiates through sqrt(second moment); eps_root keeps that finite
-            # where an inner gradient entry is exactly zero (a dead ReLU unit). Without a
-            # meta-gradient (first order, Reptile, evaluation) the textbook update is used.
-            through = self.order == "second" and torch.is_grad_enabled()
+            # where an inner gradient entry is exactly zero (a dead ReLU unit). It depends on the
+            # configuration only, so evaluation runs the inner loop that was meta-trained.
+            through = self.order == "second" and self.differentiates_inner_loop
             eps_root = SECOND_ORDER_ADAM_EPS_ROOT if through else 0.0
             return Adam(lr=self.inner_lr, beta1=self.adam_betas[0], beta2=self.adam_betas[1],
                         eps_root=eps_root)

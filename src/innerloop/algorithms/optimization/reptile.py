@@ -35,6 +35,7 @@ class Reptile(GradientLearner):
 
     name = "reptile"
     default_adapt = "all"
+    differentiates_inner_loop = False
 
     @property
     def gradient_flow(self) -> str:
