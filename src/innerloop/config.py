@@ -289,7 +289,6 @@ def validate(config: Config) -> None:
               ("eval", "val_split", evaluation.ways, evaluation.shots, evaluation.queries),
               ("eval", "test_split", evaluation.ways, evaluation.shots, evaluation.queries)]
     for section, split_key, ways, shots, queries in shapes:
-        _at_least(f"{section}.queries", queries, 1)
         split = getattr(config.data, split_key)
         _choice(f"data.{split_key}", split, spec.splits)
         try:

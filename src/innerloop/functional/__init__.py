@@ -25,11 +25,10 @@ from innerloop.functional.params import (
     parameter_filter,
     parameters_of,
     run,
-    select,
 )
 from innerloop.nn.task_batch_norm import task_batch_norm
 
 __all__ = ["ORDERS", "PARAMETER_FILTERS", "SGD", "Adam", "AdamState", "InnerOptimizer", "MomentumSGD",
            "ParameterFilter", "Params", "PerParameterSGD", "StepwiseSGD", "conjugate_gradient", "implicit_gradient",
            "inner_loop", "parameter_filter",
-           "parameters_of", "run", "select", "task_batch_norm"]
+           "parameters_of", "run", "task_batch_norm"]

@@ -33,11 +33,6 @@ def parameters_of(module: nn.Module) -> Params:
     return dict(module.named_parameters())
 
 
-def select(params: Mapping[str, Tensor], keep: ParameterFilter) -> Params:
-    """The entries of ``params`` whose name passes ``keep``."""
-    return {name: tensor for name, tensor in params.items() if keep(name)}
-
-
 def parameter_filter(name: str) -> ParameterFilter:
     """The named filter (``all``, ``head`` or ``body``)."""
     if name not in PARAMETER_FILTERS:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner
 from innerloop.functional import Params, inner_loop
-from innerloop.functional.params import run
+from innerloop.functional.params import parameters_of, run
 
 CONTEXT = "context"
 
@@ -62,7 +61,7 @@ class CAVIA(GradientLearner):
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
         self._check_ways(ways)
-        weights = dict(self.network.named_parameters())
+        weights = parameters_of(self.network)
         start = {**weights, CONTEXT: support_x.new_zeros(self.context_dim)}
 
         def support_loss(params: Params, step: int) -> Tensor:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +41,7 @@ from innerloop.functional import (
     inner_loop,
     parameter_filter,
 )
-from innerloop.functional.params import HEAD_PREFIX, run
+from innerloop.functional.params import HEAD_PREFIX, parameters_of, run
 from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups
 from innerloop.tasks.episodes import Episodes
 
@@ -183,21 +182,21 @@ class GradientLearner(MetaLearner):
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
         """``num_steps`` inner-optimizer steps on the support loss (see the module docstring)."""
         self._check_ways(ways)
-        params: Params = dict(self.network.named_parameters())
+        params = parameters_of(self.network)
         if self._head_only():
             features = self.network.body(support_x)
             if self.order == "first" or not torch.is_grad_enabled():
                 features = features.detach()  # first order: inner gradients are constants w.r.t. the body
-            head = {n.removeprefix(HEAD_PREFIX): p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
+            head = {n: p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
 
             def head_loss(p: Params, step: int) -> Tensor:
                 x, y = self._inner_batch(features, support_y, step)
-                return self.loss(run(self.network.head, p, x), y)
+                head_params = {n.removeprefix(HEAD_PREFIX): tensor for n, tensor in p.items()}
+                return self.loss(run(self.network.head, head_params, x), y)
 
-            adapted_head = inner_loop(head_loss, head, set(head), self._prefixed_optimizer(),
+            adapted_head = inner_loop(head_loss, head, set(head), self.inner_optimizer(),
                                       self.current_inner_steps, self.order, checkpoint=self.checkpoint)
-            params = {**params, **{HEAD_PREFIX + n: p for n, p in adapted_head.items()}}
-            return AdaptedState(params, support_x)
+            return AdaptedState({**params, **adapted_head}, support_x)
 
         def support_loss(p: Params, step: int) -> Tensor:
             x, y = self._inner_batch(support_x, support_y, step)
@@ -206,10 +205,6 @@ class GradientLearner(MetaLearner):
         params = inner_loop(support_loss, params, self.adapted_names, self.inner_optimizer(),
                             self.current_inner_steps, self.order, checkpoint=self.checkpoint)
         return AdaptedState(params, support_x)
-
-    def _prefixed_optimizer(self) -> InnerOptimizer:
-        """The inner optimizer for head parameters named without their ``head.`` prefix."""
-        return _Unprefixed(self.inner_optimizer(), HEAD_PREFIX)
 
     def predict(self, state: AdaptedState, query_x: Tensor) -> Tensor:
         """Outputs ``[Q, outputs]`` of the adapted network on the queries."""
@@ -256,23 +251,3 @@ class GradientLearner(MetaLearner):
         outputs = self.query_logits(episodes)
         return (outputs - episodes.query_y).pow(2).flatten(1).mean(1).to(torch.float64)
 
-
-@dataclass(frozen=True)
-class _Unprefixed:
-    """Wraps an optimizer whose per-parameter state is keyed by full names (``head.weight``)."""
-
-    optimizer: Any
-    prefix: str
-
-    def _full(self, tree: Params) -> Params:
-        return {self.prefix + n: t for n, t in tree.items()}
-
-    def _short(self, tree: Params) -> Params:
-        return {n.removeprefix(self.prefix): t for n, t in tree.items()}
-
-    def init(self, params: Params) -> Any:
-        return self.optimizer.init(self._full(params))
-
-    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
-        new_params, state = self.optimizer.update(self._full(grads), state, self._full(params))
-        return self._short(new_params), state

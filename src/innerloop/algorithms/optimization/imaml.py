@@ -27,7 +27,7 @@ from torch import Tensor
 
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner
 from innerloop.functional import Params, implicit_gradient, inner_loop
-from innerloop.functional.params import run
+from innerloop.functional.params import parameters_of, run
 from innerloop.tasks.episodes import Episodes
 
 
@@ -78,7 +78,7 @@ class iMAML(GradientLearner):  # noqa: N801 — the method's own spelling
         return AdaptedState({n: p.detach() for n, p in adapted.items()}, support_x)
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
-        params = dict(self.network.named_parameters())
+        params = parameters_of(self.network)
         grad_sum = {name: torch.zeros_like(p) for name, p in params.items()}
         losses, scores = [], []
         for t in range(episodes.num_tasks):
