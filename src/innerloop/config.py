@@ -57,6 +57,8 @@ class InnerConfig:
     cg_steps: int = 5  # imaml: conjugate-gradient iterations
     cg_damping: float = 0.0  # imaml: added to the Hessian
     context_dim: int = 100  # cavia: size of the per-task context vector
+    multi_step_loss_steps: int = 5000  # mamlpp: outer steps over which the multi-step loss anneals
+    first_order_steps: int = 25000  # mamlpp: outer steps run first order before `order` applies
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
     vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (slower on CPU)
     checkpoint: bool = False  # second order: recompute inner steps' activations in backward
@@ -68,7 +70,8 @@ class OptimizerConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "step"  # constant | step | cosine | linear (to 0 at the last step)
+    schedule: str = "step"  # constant | step | cosine (to min_lr) | linear (to 0 at the last step)
+    min_lr: float = 0.0  # cosine: the rate at the last step
     step_size: int = 2000  # step schedule: multiply lr by gamma every step_size steps
     gamma: float = 0.5
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
@@ -257,6 +260,9 @@ def validate(config: Config) -> None:
     _choice("model.backbone", config.model.backbone, BACKBONES)
     _choice("optim.name", config.optim.name, ("adam", "sgd"))
     _choice("optim.schedule", config.optim.schedule, ("constant", "step", "cosine", "linear"))
+    if not 0 <= config.optim.min_lr <= config.optim.lr:
+        raise ConfigError(f"optim.min_lr must be in [0, optim.lr = {config.optim.lr}], "
+                          f"got {config.optim.min_lr}")
     _at_least("seed", config.seed, 0)
     _at_least("num_threads", config.num_threads, 0)
     _validate_inner(config)
@@ -334,6 +340,8 @@ def _validate_inner(config: Config) -> None:
         raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
     _at_least("inner.cg_steps", inner.cg_steps, 1)
     _at_least("inner.context_dim", inner.context_dim, 1)
+    _at_least("inner.multi_step_loss_steps", inner.multi_step_loss_steps, 0)
+    _at_least("inner.first_order_steps", inner.first_order_steps, 0)
     if inner.checkpoint and config.model.algorithm in ("imaml", "reptile"):
         raise ConfigError(f"inner.checkpoint: {config.model.algorithm} keeps no graph of its inner "
                           f"steps, so there is nothing to checkpoint; remove it")
@@ -350,8 +358,13 @@ def _validate_inner(config: Config) -> None:
     if not gradient_based and config.eval.inner_steps:
         raise ConfigError(f"eval.inner_steps applies to gradient-based methods; "
                           f"{config.model.algorithm} has no inner steps (remove it)")
-    if config.model.algorithm == "metasgd" and inner.optimizer != "sgd":
-        raise ConfigError("inner.optimizer: metasgd learns per-parameter SGD rates; use sgd")
+    if config.model.algorithm in ("metasgd", "mamlpp") and inner.optimizer != "sgd":
+        raise ConfigError(f"inner.optimizer: {config.model.algorithm} learns its SGD rates; use sgd")
+    if config.model.algorithm == "mamlpp":
+        if (inner.adapt or "all") != "all":
+            raise ConfigError("inner.adapt: mamlpp adapts every weight but its per-step batch-norm "
+                              "pairs; remove inner.adapt")
+        _at_least("inner.steps", inner.steps, 1)
     classification = DATASETS[config.data.dataset].kind == "classification"
     if gradient_based and classification and config.train.ways != config.eval.ways:
         raise ConfigError(f"eval.ways: {config.model.algorithm} has a {config.train.ways}-way "
@@ -366,7 +379,7 @@ def _validate_regression(config: Config) -> None:
 
     if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
         raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
-                          f"dataset {config.data.dataset} use a gradient-based method (maml, metasgd, anil, boil, cavia, imaml, reptile)")
+                          f"dataset {config.data.dataset} use a gradient-based method (maml, mamlpp, metasgd, anil, boil, cavia, imaml, reptile)")
     if config.model.backbone != "mlp":
         raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:

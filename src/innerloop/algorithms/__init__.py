@@ -7,6 +7,7 @@ from innerloop.algorithms.optimization import (
     BOIL,
     CAVIA,
     MAML,
+    MAMLPlusPlus,
     GradientLearner,
     MetaSGD,
     Reptile,
@@ -14,8 +15,8 @@ from innerloop.algorithms.optimization import (
 )
 
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (ProtoNet, MAML, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML)
+    cls.name: cls for cls in (ProtoNet, MAML, MAMLPlusPlus, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML)
 }
 
-__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML"]

@@ -48,6 +48,11 @@ class MetaLearner(nn.Module):
     metric_name: str = "accuracy"  # what episode_metric returns, per task
     higher_is_better: bool = True
 
+    def set_training_step(self, step: int) -> None:
+        """Called by the Trainer before outer step ``step`` (0-based). Methods whose objective
+        follows a schedule over training (MAML++) override it; the state must be a function
+        of ``step`` alone, so a resumed run continues exactly."""
+
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Any:
         """The inner loop for one task: support set → task state."""
         raise NotImplementedError

@@ -31,11 +31,13 @@ ORDERS = ("second", "first")
 
 # loss_fn(params, step) -> scalar loss; ``step`` lets a method use a different minibatch per step.
 InnerLoss = Callable[[Params, int], Tensor]
+# on_step(steps_done, params): sees all parameters after each step (MAML++'s per-step query loss).
+StepObserver = Callable[[int, Params], None]
 
 
 def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
                optimizer: InnerOptimizer, num_steps: int, order: str = "second",
-               checkpoint: bool = False) -> Params:
+               checkpoint: bool = False, on_step: StepObserver | None = None) -> Params:
     """Adapt ``params[adapted]`` by ``num_steps`` steps of ``optimizer`` on ``loss_fn``.
 
     Args:
@@ -51,6 +53,8 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
             state are still kept) at the price of one more forward-backward per step.
             Inner gradients are then taken with ``torch.autograd.grad`` (``torch.func`` transforms
             do not support checkpointing), so this path cannot run under ``vmap``.
+        on_step: called as ``on_step(k, params)`` after the ``k``-th step (1-based) with all
+            parameters at that point, for objectives that look at the whole trajectory.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got '{order}'")
@@ -64,7 +68,8 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
         frozen_for_grad = {name: tensor.detach() for name, tensor in frozen.items()}
     state = optimizer.init(fast)
     if checkpoint and not first_order:
-        return {**frozen, **_checkpointed_steps(loss_fn, frozen, fast, optimizer, state, num_steps)}
+        return {**frozen, **_checkpointed_steps(loss_fn, frozen, fast, optimizer, state, num_steps,
+                                                on_step)}
     for step in range(num_steps):
         if first_order:
             point = {name: tensor.detach() for name, tensor in fast.items()}
@@ -72,11 +77,13 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
         else:
             grads = torch.func.grad(lambda p: loss_fn({**frozen, **p}, step))(fast)
         fast, state = optimizer.update(grads, state, fast)
+        if on_step is not None:
+            on_step(step + 1, {**frozen, **fast})
     return {**frozen, **fast}
 
 
 def _checkpointed_steps(loss_fn: InnerLoss, frozen: Params, fast: Params, optimizer: InnerOptimizer,
-                        state: Any, num_steps: int) -> Params:
+                        state: Any, num_steps: int, on_step: StepObserver | None) -> Params:
     """Second-order inner steps, each recomputed in the backward pass instead of stored."""
     names = list(fast)
 
@@ -95,4 +102,6 @@ def _checkpointed_steps(loss_fn: InnerLoss, frozen: Params, fast: Params, optimi
     for step in range(num_steps):
         values, state = torch.utils.checkpoint.checkpoint(one_step, step, state, *values,
                                                           use_reentrant=False)
+        if on_step is not None:
+            on_step(step + 1, {**frozen, **dict(zip(names, values))})
     return dict(zip(names, values))

@@ -57,7 +57,8 @@ def learning_rate(config: Config, step: int) -> float:
     if optim.schedule == "step":
         return optim.lr * optim.gamma ** (step // optim.step_size)
     if optim.schedule == "cosine":
-        return 0.5 * optim.lr * (1.0 + math.cos(math.pi * step / config.train.steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * step / config.train.steps))
+        return optim.min_lr + (optim.lr - optim.min_lr) * cosine
     if optim.schedule == "linear":
         return optim.lr * (1.0 - step / config.train.steps)
     return optim.lr
@@ -236,6 +237,7 @@ class Trainer:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
             episodes = self.sampler.sample(train.meta_batch_size, generator)
+            self.learner.set_training_step(self.step)
             loss, metrics = self.learner.meta_loss(episodes)
             advice = (f"The update was not applied and {self.run_dir / LAST} holds the last good "
                       f"state. Lower optim.lr (now {lr:g}) or set optim.grad_clip, and start a new run.")

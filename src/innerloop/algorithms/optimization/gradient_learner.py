@@ -50,6 +50,11 @@ SECOND_ORDER_ADAM_EPS_ROOT = 1e-12
 INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
+def rate_key(name: str) -> str:
+    """A module-attribute key for a parameter name (names contain dots, attribute keys may not)."""
+    return name.replace(".", "/")
+
+
 @dataclass(frozen=True)
 class AdaptedState:
     """The result of ``adapt`` for one task: all network parameters after the inner loop."""

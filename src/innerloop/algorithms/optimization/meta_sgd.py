@@ -18,13 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from innerloop.algorithms.optimization.gradient_learner import GradientLearner
+from innerloop.algorithms.optimization.gradient_learner import GradientLearner, rate_key
 from innerloop.functional import InnerOptimizer, PerParameterSGD
-
-
-def _rate_key(name: str) -> str:
-    """Parameter names contain dots, which module attribute names may not."""
-    return name.replace(".", "/")
 
 
 class MetaSGD(GradientLearner):
@@ -38,9 +33,9 @@ class MetaSGD(GradientLearner):
         if self.inner_optimizer_name != "sgd":
             raise ValueError("Meta-SGD learns its own per-parameter rates: use the sgd inner optimizer")
         self.rates = nn.ParameterDict({
-            _rate_key(name): nn.Parameter(torch.full_like(parameter, self.inner_lr))
+            rate_key(name): nn.Parameter(torch.full_like(parameter, self.inner_lr))
             for name, parameter in self.network.named_parameters() if name in self.adapted_names
         })
 
     def inner_optimizer(self) -> InnerOptimizer:
-        return PerParameterSGD({name: self.rates[_rate_key(name)] for name in self.adapted_names})
+        return PerParameterSGD({name: self.rates[rate_key(name)] for name in self.adapted_names})
