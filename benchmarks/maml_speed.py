@@ -60,23 +60,28 @@ def measure(order: str, inner_steps: int, vectorize: bool, threads: int, steps: 
         "path": "vmap" if vectorize else "loop", "tasks": episodes.num_tasks}
 
 
-def conv4_setup(order: str, inner_steps: int, vectorize: bool):
+def conv4_episodes(tasks: int = TASKS):
+    """``tasks`` Omniglot-shaped 5-way 1-shot tasks (28x28, 15 queries per class), random pixels."""
     import torch
 
+    from innerloop.tasks.episodes import Episodes
+
+    generator = torch.Generator().manual_seed(0)
+    return Episodes(
+        support_x=torch.rand(tasks, WAYS * SHOTS, 1, 28, 28, generator=generator),
+        support_y=torch.arange(WAYS).repeat_interleave(SHOTS).repeat(tasks, 1),
+        query_x=torch.rand(tasks, WAYS * QUERIES, 1, 28, 28, generator=generator),
+        query_y=torch.arange(WAYS).repeat_interleave(QUERIES).repeat(tasks, 1),
+        ways=WAYS, shots=SHOTS, queries=QUERIES, class_ids=torch.zeros(tasks, WAYS, dtype=torch.int64))
+
+
+def conv4_setup(order: str, inner_steps: int, vectorize: bool):
     from innerloop.algorithms import MAML
     from innerloop.nn import Conv4
-    from innerloop.tasks.episodes import Episodes
 
     learner = MAML(Conv4(batch_norm="task"), WAYS, inner_steps=inner_steps, inner_lr=0.4,
                    order=order, vectorize=vectorize)
-    generator = torch.Generator().manual_seed(0)
-    episodes = Episodes(
-        support_x=torch.rand(TASKS, WAYS * SHOTS, 1, 28, 28, generator=generator),
-        support_y=torch.arange(WAYS).repeat_interleave(SHOTS).repeat(TASKS, 1),
-        query_x=torch.rand(TASKS, WAYS * QUERIES, 1, 28, 28, generator=generator),
-        query_y=torch.arange(WAYS).repeat_interleave(QUERIES).repeat(TASKS, 1),
-        ways=WAYS, shots=SHOTS, queries=QUERIES, class_ids=torch.zeros(TASKS, WAYS, dtype=torch.int64))
-    return learner, episodes
+    return learner, conv4_episodes()
 
 
 def timed(learner, episodes, steps: int, baseline_kib: int) -> dict:

@@ -360,6 +360,9 @@ def _validate_inner(config: Config) -> None:
                           f"{config.model.algorithm} has no inner steps (remove it)")
     if config.model.algorithm in ("metasgd", "mamlpp") and inner.optimizer != "sgd":
         raise ConfigError(f"inner.optimizer: {config.model.algorithm} learns its SGD rates; use sgd")
+    if config.model.algorithm == "metalstm" and (inner.vectorize or inner.checkpoint):
+        raise ConfigError("metalstm runs its learned inner loop per task without checkpointing: "
+                          "set inner.vectorize and inner.checkpoint to false")
     if config.model.algorithm == "mamlpp":
         if (inner.adapt or "all") != "all":
             raise ConfigError("inner.adapt: mamlpp adapts every weight but its per-step batch-norm "
@@ -379,7 +382,7 @@ def _validate_regression(config: Config) -> None:
 
     if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
         raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
-                          f"dataset {config.data.dataset} use a gradient-based method (maml, mamlpp, metasgd, anil, boil, cavia, imaml, reptile)")
+                          f"dataset {config.data.dataset} use a gradient-based method (maml, mamlpp, metasgd, metalstm, anil, boil, cavia, imaml, reptile)")
     if config.model.backbone != "mlp":
         raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:

@@ -8,6 +8,7 @@ from innerloop.algorithms.optimization import (
     CAVIA,
     MAML,
     MAMLPlusPlus,
+    MetaLearnerLSTM,
     GradientLearner,
     MetaSGD,
     Reptile,
@@ -15,8 +16,8 @@ from innerloop.algorithms.optimization import (
 )
 
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (ProtoNet, MAML, MAMLPlusPlus, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML)
+    cls.name: cls for cls in (ProtoNet, MAML, MAMLPlusPlus, MetaLearnerLSTM, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML)
 }
 
-__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaSGD", "ProtoNet",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaLearnerLSTM", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML"]

@@ -6,8 +6,11 @@ from innerloop.algorithms.optimization.cavia import CAVIA
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner
 from innerloop.algorithms.optimization.imaml import iMAML
 from innerloop.algorithms.optimization.maml import MAML
+from innerloop.algorithms.optimization.lstm_optimizer import LSTMOptimizer, preprocess_gradients
 from innerloop.algorithms.optimization.maml_plus_plus import MAMLPlusPlus
+from innerloop.algorithms.optimization.meta_learner_lstm import MetaLearnerLSTM
 from innerloop.algorithms.optimization.meta_sgd import MetaSGD
 from innerloop.algorithms.optimization.reptile import Reptile
 
-__all__ = ["ANIL", "BOIL", "CAVIA", "AdaptedState", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile", "iMAML"]
+__all__ = ["ANIL", "BOIL", "CAVIA", "AdaptedState", "GradientLearner", "LSTMOptimizer", "MAML", "MAMLPlusPlus",
+           "MetaLearnerLSTM", "MetaSGD", "Reptile", "iMAML", "preprocess_gradients"]
