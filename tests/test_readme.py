@@ -40,3 +40,19 @@ def test_readme_gradient_example_runs(omniglot_root, monkeypatch):
     assert namespace["query_logits"].shape == (5, 5) and namespace["query_logits"].requires_grad
     for name, tensor in params.items():
         assert torch.equal(adapted[name], tensor) != name.startswith("head."), name
+
+
+def test_readme_mamlpp_and_learned_optimizer_example_runs(capsys):
+    block = re.search(r"### MAML\+\+ and learned optimizers\n\n```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "the README lost its MAML++ / learned optimizer example"
+    code = block.group(1)
+    shortened = code.replace("meta_steps=300", "meta_steps=30")
+    assert shortened != code
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "[0.2, 0.2, 0.2, 0.2, 0.2]"
+    learned, adam = map(float, printed[1].split())
+    start = float(namespace["problem"].loss(namespace["problem"].params, 0))
+    assert learned < 0.2 * start and adam < 0.2 * start  # both optimize (30 meta-steps here)
