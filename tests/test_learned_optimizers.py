@@ -106,7 +106,7 @@ def test_meta_learner_lstm_starts_as_a_small_learning_rate_and_trains_its_gates(
     name = "head.weight"
     start = dict(learner.network.named_parameters())[name]
     moved = (state.params[name] - start).abs().max()
-    assert 0 < float(moved) < 0.1  # input gate ~ sigmoid(-4.5), forget gate ~ sigmoid(5)
+    assert 0 < float(moved.detach()) < 0.1  # input gate ~ sigmoid(-4.5), forget gate ~ sigmoid(5)
     loss, _ = learner.meta_loss(episodes)
     grads = dict(zip([n for n, _ in learner.named_parameters()],
                      torch.autograd.grad(loss, list(learner.parameters()), allow_unused=True)))

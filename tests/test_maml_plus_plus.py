@@ -29,8 +29,19 @@ from innerloop.train.trainer import Trainer, learning_rate
 
 
 def mamlpp(steps: int = 3, **options) -> MAMLPlusPlus:
+    """A float64 MAML++ whose per-step rates and batch-norm pairs all differ (so a wrong step
+    index changes the numbers)."""
     options = {"multi_step_loss_steps": 20, "first_order_steps": 0, **options}
-    return make_learner(MAMLPlusPlus, "task", inner_steps=steps, **options)
+    learner = make_learner(MAMLPlusPlus, "task", inner_steps=steps, **options)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, parameter in learner.named_parameters():
+            if name.startswith("rates."):
+                parameter.copy_(0.05 + 0.3 * torch.rand(parameter.shape, generator=generator))
+            elif parameter.dim() == 2 and name.startswith("network.body."):  # a batch-norm pair per step
+                base = 0.5 if name.endswith("weight") else -0.2
+                parameter.copy_(base + 0.8 * torch.rand(parameter.shape, generator=generator))
+    return learner
 
 
 def test_stepwise_batch_norm_uses_the_pair_of_the_current_step_and_starts_as_the_original():
@@ -117,6 +128,25 @@ def test_mamlpp_paths_agree_vmapped_and_checkpointed():
         assert_same_loss_and_meta_gradient(plain, other, episodes)
 
 
+def test_each_batch_norm_pair_serves_the_weights_after_its_number_of_updates():
+    learner = mamlpp(steps=2)
+    learner.train()
+    episode = make_episodes()[0]
+    state = learner.adapt(episode.support_x, episode.support_y, WAYS)
+    outputs = learner.predict(state, episode.query_x)
+    norm = learner.network.body.blocks[2][1]
+    with torch.no_grad():
+        norm.bias[2] += 0.5  # pair 2: only the query pass after both updates uses it
+    changed = learner.adapt(episode.support_x, episode.support_y, WAYS)
+    for name in learner.adapted_names:
+        torch.testing.assert_close(changed.params[name], state.params[name], rtol=0, atol=0)
+    assert not torch.allclose(learner.predict(changed, episode.query_x), outputs)
+    with torch.no_grad():
+        norm.bias[1] += 0.5  # pair 1: the support pass before the second update
+    moved = learner.adapt(episode.support_x, episode.support_y, WAYS)
+    assert not torch.equal(moved.params["head.weight"], state.params["head.weight"])
+
+
 def test_mamlpp_adapts_weights_not_batch_norm_pairs_and_evaluates_with_more_steps():
     learner = mamlpp(steps=2, eval_inner_steps=4)
     assert sorted(learner.rates) == sorted(n.replace(".", "/") for n in learner.adapted_names)
@@ -138,7 +168,7 @@ def test_mamlpp_adapts_weights_not_batch_norm_pairs_and_evaluates_with_more_step
 
 def test_trainer_drives_the_schedules_and_the_cosine_rate_ends_at_min_lr(tmp_path):
     values = sinusoid_config("mamlpp", steps=4)
-    values["inner"] |= {"steps": 2, "first_order_steps": 3, "multi_step_loss_steps": 2}
+    values["inner"] |= {"steps": 2, "first_order_steps": 1, "multi_step_loss_steps": 2}
     values["optim"] |= {"schedule": "cosine", "min_lr": 1e-5}
     config = config_from_dict(values)
     trainer = Trainer(config, tmp_path, progress=False)
@@ -146,6 +176,19 @@ def test_trainer_drives_the_schedules_and_the_cosine_rate_ends_at_min_lr(tmp_pat
     assert trainer.learner.training_step == 3 and trainer.learner.order == "second"
     assert learning_rate(config, 0) == pytest.approx(1e-3)
     assert learning_rate(config, 4) == pytest.approx(1e-5)
+    # The schedules follow the step, so a run extended by resuming equals a straight one
+    # (constant outer rate here: a cosine rate depends on train.steps by design).
+    constant = {**values, "optim": {**values["optim"], "schedule": "constant"}}
+    straight = Trainer(config_from_dict(constant), tmp_path / "straight", progress=False)
+    straight.fit()
+    Trainer(config_from_dict({**constant, "train": {**constant["train"], "steps": 2}}), tmp_path / "resumed",
+            progress=False).fit()
+    resumed = Trainer(config_from_dict(constant), tmp_path / "resumed", progress=False)
+    resumed.fit()
+    for (name, a), b in zip(straight.learner.state_dict().items(), resumed.learner.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="never reach second order"):
+        config_from_dict({**values, "inner": {**values["inner"], "first_order_steps": 4}})
     with pytest.raises(ConfigError, match="min_lr"):
         config_from_dict({**values, "optim": {**values["optim"], "min_lr": 1.0}})
     with pytest.raises(ConfigError, match="mamlpp"):

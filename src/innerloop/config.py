@@ -70,8 +70,8 @@ class OptimizerConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "step"  # constant | step | cosine (to min_lr) | linear (to 0 at the last step)
-    min_lr: float = 0.0  # cosine: the rate at the last step
+    schedule: str = "step"  # constant | step | cosine (to min_lr) | linear (to 0)
+    min_lr: float = 0.0  # cosine: the rate it reaches at train.steps
     step_size: int = 2000  # step schedule: multiply lr by gamma every step_size steps
     gamma: float = 0.5
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
@@ -360,6 +360,9 @@ def _validate_inner(config: Config) -> None:
                           f"{config.model.algorithm} has no inner steps (remove it)")
     if config.model.algorithm in ("metasgd", "mamlpp") and inner.optimizer != "sgd":
         raise ConfigError(f"inner.optimizer: {config.model.algorithm} learns its SGD rates; use sgd")
+    if config.model.algorithm == "metalstm" and inner.optimizer != "sgd":
+        raise ConfigError("inner.optimizer: metalstm's inner loop is its learned LSTM update "
+                          "(inner.lr and inner.order are not used either); remove inner.optimizer")
     if config.model.algorithm == "metalstm" and (inner.vectorize or inner.checkpoint):
         raise ConfigError("metalstm runs its learned inner loop per task without checkpointing: "
                           "set inner.vectorize and inner.checkpoint to false")
@@ -368,6 +371,15 @@ def _validate_inner(config: Config) -> None:
             raise ConfigError("inner.adapt: mamlpp adapts every weight but its per-step batch-norm "
                               "pairs; remove inner.adapt")
         _at_least("inner.steps", inner.steps, 1)
+        steps = config.train.steps
+        if inner.order == "second" and inner.first_order_steps >= steps:
+            raise ConfigError(f"inner.first_order_steps ({inner.first_order_steps}) >= train.steps "
+                              f"({steps}): the run would never reach second order; scale "
+                              f"inner.first_order_steps and inner.multi_step_loss_steps with train.steps")
+        if inner.multi_step_loss_steps > steps:
+            raise ConfigError(f"inner.multi_step_loss_steps ({inner.multi_step_loss_steps}) > train.steps "
+                              f"({steps}): the multi-step loss would never finish annealing; scale it "
+                              f"with train.steps")
     classification = DATASETS[config.data.dataset].kind == "classification"
     if gradient_based and classification and config.train.ways != config.eval.ways:
         raise ConfigError(f"eval.ways: {config.model.algorithm} has a {config.train.ways}-way "

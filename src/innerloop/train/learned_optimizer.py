@@ -14,6 +14,7 @@ problem and returns its loss curve, for comparisons on held-out problems.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -27,12 +28,18 @@ from innerloop.tasks.optimizees import Problem
 
 
 def _detached(value: Any) -> Any:
+    """``value`` (tensors in dicts, lists, tuples, named tuples, dataclasses) cut from its graph."""
     if isinstance(value, Tensor):
         return value.detach()
     if isinstance(value, dict):
         return {key: _detached(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_detached(item) for item in value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_detached(item) for item in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _detached(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
     return value
 
 

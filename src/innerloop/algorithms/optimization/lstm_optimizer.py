@@ -69,8 +69,7 @@ class LSTMOptimizer(nn.Module):
     def init(self, params: Params) -> LSTMState:
         """Zero hidden and cell states for every coordinate of ``params``."""
         count = sum(tensor.numel() for tensor in params.values())
-        reference = next(iter(params.values()))
-        zeros = reference.new_zeros(count, self.hidden_size)
+        zeros = self.output.weight.new_zeros(count, self.hidden_size)
         return tuple((zeros, zeros) for _ in self.cells)
 
     def update(self, grads: Params, state: LSTMState, params: Params) -> tuple[Params, LSTMState]:
@@ -84,7 +83,7 @@ class LSTMOptimizer(nn.Module):
             hidden, memory = cell(inputs, layer_state)
             new_state.append((hidden, memory))
             inputs = hidden
-        steps = (self.output_scale * self.output(inputs)).squeeze(-1)
+        steps = (self.output_scale * self.output(inputs)).squeeze(-1).to(flat.dtype)
         updated, start = {}, 0
         for name in names:
             size = params[name].numel()

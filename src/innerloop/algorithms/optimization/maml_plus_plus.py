@@ -21,10 +21,16 @@ MAML with five changes that make its training stable and its result better:
 * **CA** — cosine annealing of the outer rate: the Trainer's ``optim.schedule: cosine`` with
   ``optim.min_lr`` (the recipe sets both).
 
-Batch-norm statistics are those of each task's current batch at every step (transductive, as in
-MAML); the paper's per-step running statistics are not kept: with per-task batch statistics
-they would never be read. Evaluation with more inner steps than training reuses the last
-step's learned rates and batch-norm weights. The Trainer calls :meth:`set_training_step` before
+Batch-norm pairs are indexed by the number of updates the weights have had: the support pass
+before update ``k + 1`` and the query pass after ``k`` updates both use pair ``k``, so there are
+``inner_steps + 1`` pairs (the reference code shares pair ``k`` between the support pass before
+update ``k + 1`` and the query pass after it, ``inner_steps`` pairs); here one set of weights is
+always normalized the same way. Statistics are those of each task's current batch at every step
+(transductive, as in MAML); the paper's per-step running statistics are not kept: with per-task
+batch statistics they would never be read. Evaluation with more inner steps than training
+reuses the last learned rate and the last pair (trained on query passes only). With
+``checkpoint=True`` the inner steps are recomputed in the backward pass, but while the
+multi-step loss is on, each step's query pass is stored, so memory still grows with the steps. The Trainer calls :meth:`set_training_step` before
 each outer step; code that drives ``meta_loss`` itself must do the same, or the learner stays at
 the start of both schedules (multi-step loss, first order).
 """
