@@ -123,11 +123,13 @@ def test_regression_settings_are_checked(change, message):
 
 def test_every_optimization_recipe_is_a_valid_config():
     recipes = [p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("protonet")]
-    assert len(recipes) == 11
+    assert len(recipes) == 15
     from innerloop.config import load_config
     for recipe in recipes:
         config = load_config(recipe)
-        assert config.model.algorithm in ("maml", "metasgd", "anil", "reptile"), recipe
+        assert config.model.algorithm in ("maml", "metasgd", "anil", "reptile", "boil", "cavia", "imaml",
+                                          "mamlpp"), recipe
+        assert config.model.algorithm in recipe.name or recipe.name.startswith("fomaml"), recipe
 
 
 def test_sinusoid_splits_are_different_task_streams():
