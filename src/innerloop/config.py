@@ -41,7 +41,8 @@ class ModelConfig:
 
 @dataclass
 class InnerConfig:
-    """The inner loop of gradient-based methods (maml, metasgd, anil, reptile)."""
+    """The inner loop of gradient-based methods (maml, mamlpp, metasgd, metalstm, anil, boil,
+    cavia, imaml, reptile); keys marked with a method's name apply to that method only."""
 
     steps: int = 1  # inner steps while meta-training
     eval_steps: int | None = None  # inner steps at validation/test; None: same as steps
