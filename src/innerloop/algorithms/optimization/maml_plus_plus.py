@@ -30,9 +30,11 @@ always normalized the same way. Statistics are those of each task's current batc
 batch statistics they would never be read. Evaluation with more inner steps than training
 reuses the last learned rate and the last pair (trained on query passes only). With
 ``checkpoint=True`` the inner steps are recomputed in the backward pass, but while the
-multi-step loss is on, each step's query pass is stored, so memory still grows with the steps. The Trainer calls :meth:`set_training_step` before
-each outer step; code that drives ``meta_loss`` itself must do the same, or the learner stays at
-the start of both schedules (multi-step loss, first order).
+multi-step loss is on, each step's query pass is stored, so memory still grows with the steps.
+
+The Trainer calls :meth:`set_training_step` before each outer step; code that drives
+``meta_loss`` itself must do the same, or the learner stays at the start of both schedules
+(multi-step loss, first order).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from torch import Tensor, nn
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner, rate_key
 from innerloop.functional import InnerOptimizer, Params, StepwiseSGD, inner_loop
 from innerloop.functional.inner_loop import StepObserver
-from innerloop.functional.params import run
+from innerloop.functional.params import parameters_of, run
 from innerloop.nn.stepwise_batch_norm import batch_norm_step, make_batch_norm_stepwise
 from innerloop.tasks.episodes import Episodes
 
@@ -124,10 +126,9 @@ class MAMLPlusPlus(GradientLearner):
             with batch_norm_step(step):  # inside the loss, so a checkpointed recomputation agrees
                 return self.loss(run(self.network, params, x), y)
 
-        params = {name: p for name, p in self.network.named_parameters()}
-        return inner_loop(support_loss, params, self.adapted_names, self.inner_optimizer(),
-                          self.current_inner_steps, self.order, checkpoint=self.checkpoint,
-                          on_step=on_step)
+        return inner_loop(support_loss, parameters_of(self.network), self.adapted_names,
+                          self.inner_optimizer(), self.current_inner_steps, self.order,
+                          checkpoint=self.checkpoint, on_step=on_step)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> AdaptedState:
         self._check_ways(ways)
