@@ -61,7 +61,10 @@ def compare(name: str, families: dict, meta_steps: int, problems: int, seed: int
         print(f"{name}: {key}{lr}: loss {value['curve'][0]:.3f} -> {value['curve'][20]:.3f} (20 steps) "
               f"-> {value['curve'][-1]:.4f} ({STEPS} steps)", flush=True)
     return {"family": name, "meta_steps": meta_steps, "meta_training_seconds": training_seconds,
-            "meta_loss_history": history, "test_problems": problems, "curves": curves}
+            "meta_loss_every_10_problems": [round(value, 5) for value in history[::10]],
+            "test_problems": problems,
+            "curves": {key: {**value, "curve": [float(f"{x:.6g}") for x in value["curve"]]}
+                       for key, value in curves.items()}}
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -106,7 +109,7 @@ def main() -> None:
     plot(results, args.out)
     with open(args.json, "w") as file:
         json.dump({"benchmark": "learned_optimizer", "threads": args.threads, "torch": torch.__version__,
-                   "date": time.strftime("%Y-%m-%d"), "steps": STEPS, "results": results}, file, indent=2)
+                   "date": time.strftime("%Y-%m-%d"), "steps": STEPS, "results": results}, file)
         file.write("\n")
     print(f"wrote {args.out} and {args.json}")
 
