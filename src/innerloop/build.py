@@ -17,13 +17,15 @@ from innerloop.tasks.regression import SinusoidTasks
 from innerloop.tasks.sampler import EpisodeSampler
 
 
-def build_backbone(config: Config, batch_norm: str = "running") -> nn.Module:
+def build_backbone(config: Config, batch_norm: str = "running",
+                   options: dict[str, Any] | None = None) -> nn.Module:
+    """The configured backbone; ``options`` are a method's extra backbone arguments."""
     spec = DATASETS[config.data.dataset]
     if config.model.backbone == "mlp":
         return BACKBONES["mlp"](in_features=spec.channels, hidden_sizes=tuple(config.model.hidden_sizes))
     return BACKBONES[config.model.backbone](
         in_channels=spec.channels, hidden_channels=config.model.hidden_channels,
-        image_size=config.data.image_size, batch_norm=batch_norm)
+        image_size=config.data.image_size, batch_norm=batch_norm, **(options or {}))
 
 
 def gradient_learner_options(config: Config) -> dict[str, Any]:
@@ -56,13 +58,13 @@ def build_learner(config: Config) -> MetaLearner:
     """
     cls = ALGORITHMS[config.model.algorithm]
     torch.manual_seed(config.seed)
-    backbone = build_backbone(config, cls.backbone_batch_norm)
+    backbone = build_backbone(config, cls.backbone_batch_norm, cls.backbone_options)
     if issubclass(cls, GradientLearner):
         options = gradient_learner_options(config)
         options |= {key: getattr(config.inner, key) for key in getattr(cls, "inner_config_keys", ())}
         learner: MetaLearner = cls(backbone, **options)
     else:
-        learner = cls(backbone)
+        learner = cls.from_config(backbone, config)
     if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
         learner = learner.to(memory_format=torch.channels_last)
     return learner

@@ -37,6 +37,11 @@ class ModelConfig:
     backbone: str = "conv4"
     hidden_channels: int = 64  # conv4
     hidden_sizes: list[int] = field(default_factory=lambda: [40, 40])  # mlp
+    full_context_embeddings: bool = False  # matching: the paper's FCE LSTMs
+    attention_steps: int = 5  # matching with FCE: steps of the query's attention LSTM
+    svm_c: float = 0.1  # metaoptnet: the SVM's slack penalty C
+    solver_steps: int = 20  # metaoptnet: unrolled iterations of the SVM dual solver
+    latent_dim: int = 64  # leo: size of the per-class latent code
 
 
 @dataclass
@@ -288,6 +293,11 @@ def validate(config: Config) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
+    _at_least("model.attention_steps", config.model.attention_steps, 1)
+    _at_least("model.solver_steps", config.model.solver_steps, 1)
+    _at_least("model.latent_dim", config.model.latent_dim, 1)
+    if config.model.svm_c <= 0:
+        raise ConfigError(f"model.svm_c must be > 0, got {config.model.svm_c}")
     if config.model.backbone == "mlp":
         raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
     train, evaluation = config.train, config.eval
@@ -382,10 +392,12 @@ def _validate_inner(config: Config) -> None:
                               f"({steps}): the multi-step loss would never finish annealing; scale it "
                               f"with train.steps")
     classification = DATASETS[config.data.dataset].kind == "classification"
-    if gradient_based and classification and config.train.ways != config.eval.ways:
-        raise ConfigError(f"eval.ways: {config.model.algorithm} has a {config.train.ways}-way "
-                          f"linear head (train.ways), so it is evaluated on {config.train.ways}-way "
-                          f"tasks; set eval.ways={config.train.ways} or train a {config.eval.ways}-way recipe")
+    fixed_ways = gradient_based or ALGORITHMS[config.model.algorithm].fixed_ways
+    if fixed_ways and classification and config.train.ways != config.eval.ways:
+        raise ConfigError(f"eval.ways: {config.model.algorithm} has one output per label of a "
+                          f"{config.train.ways}-way task (train.ways), so it is evaluated on "
+                          f"{config.train.ways}-way tasks; set eval.ways={config.train.ways} or "
+                          f"train a {config.eval.ways}-way recipe")
 
 
 def _validate_regression(config: Config) -> None:

@@ -19,6 +19,7 @@ Two choices differ from the first sketch in DESIGN.md, on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +41,11 @@ class MetaLearner(nn.Module):
             no buffers) for methods that run the backbone through ``torch.func``.
         metric_name, higher_is_better: the per-episode score of :meth:`episode_metric`
             (validation keeps the checkpoint that scores best).
+        backbone_options: extra keyword arguments of the backbone (Relation Networks keep
+            feature maps unpooled).
+        fixed_ways: True when the learner has one output unit per label and so is evaluated
+            with the ways it was trained with (sequence models, gradient-based heads).
+        adaptation: what adapting to one task costs, in passes; evaluation reports print it.
     """
 
     name: str = "metalearner"
@@ -47,6 +53,19 @@ class MetaLearner(nn.Module):
     backbone_batch_norm: str = "running"  # the backbone's BatchNorm kind (see innerloop.nn.conv4)
     metric_name: str = "accuracy"  # what episode_metric returns, per task
     higher_is_better: bool = True
+    backbone_options: dict[str, Any] = {}
+    fixed_ways: bool = False
+    adaptation: str = "one forward pass of the support set"
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: Any) -> MetaLearner:
+        """The learner on ``backbone`` with the options of ``config`` (a
+        :class:`~innerloop.config.Config`); methods with options override it."""
+        return cls(backbone)
+
+    def adaptation_cost(self) -> str:
+        """What adapting to one task costs, as evaluation reports state it."""
+        return self.adaptation
 
     def set_training_step(self, step: int) -> None:
         """Called by the Trainer before outer step ``step`` (0-based). Methods whose objective
@@ -89,3 +108,18 @@ class MetaLearner(nn.Module):
         accuracy = (logits.argmax(-1) == episodes.query_y).to(torch.float64).mean(dim=1)
         finite = torch.isfinite(logits).flatten(1).all(dim=1)  # a diverged task scores nan, not chance
         return torch.where(finite, accuracy, torch.full_like(accuracy, float("nan")))
+
+
+def embed_episodes(backbone: Callable[[Tensor], Tensor], episodes: Episodes) -> tuple[Tensor, Tensor]:
+    """All tasks' support and query images through ``backbone`` in one call.
+
+    Returns ``support [T, S, ...]`` and ``query [T, Q, ...]`` (the backbone's output shape after
+    the batch dimension). BatchNorm in training mode therefore normalizes over the whole
+    meta-batch, as one large batch of ordinary training would.
+    """
+    num_tasks, num_support = episodes.support_y.shape
+    images = torch.cat([episodes.support_x.flatten(0, 1), episodes.query_x.flatten(0, 1)])
+    embeddings = backbone(images)
+    support = embeddings[: num_tasks * num_support].unflatten(0, (num_tasks, num_support))
+    query = embeddings[num_tasks * num_support:].unflatten(0, (num_tasks, -1))
+    return support, query

@@ -44,6 +44,7 @@ class EvaluationReport:
     seconds: float
     date: str
     notes: list[str] = field(default_factory=list)
+    adaptation: str = ""  # what adapting to one task costs, in forward/backward passes
 
     @property
     def mean(self) -> float:
@@ -78,6 +79,7 @@ class EvaluationReport:
         lines += [
             f"| method | {self.method} |",
             f"| transductive | {'yes' if self.transductive else 'no'} |",
+            *([f"| adaptation per task | {self.adaptation} |"] if self.adaptation else []),
             f"| dataset / split | {self.dataset} / {self.split} |",
             f"| ways / shots / queries per class | {self.ways} / {self.shots} / {self.queries} |",
             f"| episodes (fixed, seeded) | {self.episodes} (seed {self.seed}) |",

@@ -45,6 +45,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     evaluation = config.eval
     episodes = FixedEpisodes(build_sampler(config, split, evaluation.ways, evaluation.shots,
                                            evaluation.queries), evaluation.episodes, evaluation.seed)
+    adaptation = learner.adaptation_cost()  # at the headline setting (first inner-step count)
     start = time.perf_counter()
     results = []
     notes = []
@@ -68,6 +69,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,
         episodes=evaluation.episodes, seed=evaluation.seed, metric=learner.metric_name,
         results=results, checkpoint=path.name, step=int(payload["step"]),
-        seconds=time.perf_counter() - start, date=today(), notes=notes)
+        seconds=time.perf_counter() - start, date=today(), notes=notes,
+        adaptation=adaptation)
     report.save(run_dir)
     return report

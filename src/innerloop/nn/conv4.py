@@ -2,7 +2,8 @@
 
 Four blocks of ``3x3 conv (hidden_channels) → BatchNorm → ReLU → 2x2 max-pool``; the output is
 flattened. On 28x28 Omniglot the spatial size goes 28 → 14 → 7 → 3 → 1, so the embedding has
-``hidden_channels`` (64) features.
+``hidden_channels`` (64) features. ``pooled_blocks`` < 4 leaves the last blocks unpooled
+(Relation Networks compare 7x7 feature maps).
 
 ``batch_norm`` chooses the normalization: ``"running"`` (``nn.BatchNorm2d``: batch statistics in
 training, running statistics in eval mode — for metric learners trained with ordinary
@@ -30,12 +31,14 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"batch_norm must be one of {', '.join(BATCH_NORMS)}, got '{kind}'")
 
 
-def conv_block(in_channels: int, out_channels: int, batch_norm: str = "running") -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, batch_norm: str = "running",
+               pool: bool = True) -> nn.Sequential:
+    """``3x3 conv → norm → ReLU → 2x2 max-pool`` (the pool is an identity when ``pool`` is False)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         _norm(batch_norm, out_channels),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        nn.MaxPool2d(2) if pool else nn.Identity(),
     )
 
 
@@ -43,18 +46,26 @@ class Conv4(nn.Module):
     """Conv-4 embedding network: ``[B, C, H, W] → [B, embedding_dim]``."""
 
     def __init__(self, in_channels: int = 1, hidden_channels: int = 64, image_size: int = 28,
-                 batch_norm: str = "running") -> None:
+                 batch_norm: str = "running", pooled_blocks: int = 4) -> None:
         super().__init__()
-        self.blocks = nn.Sequential(
-            conv_block(in_channels, hidden_channels, batch_norm),
-            *(conv_block(hidden_channels, hidden_channels, batch_norm) for _ in range(3)),
-        )
+        if not 0 <= pooled_blocks <= 4:
+            raise ValueError(f"pooled_blocks must be in 0..4, got {pooled_blocks}")
+        self.blocks = nn.Sequential(*(
+            conv_block(in_channels if index == 0 else hidden_channels, hidden_channels, batch_norm,
+                       pool=index < pooled_blocks)
+            for index in range(4)))
         side = image_size
-        for _ in range(4):
+        for _ in range(pooled_blocks):
             side //= 2
         if side < 1:
             raise ValueError(f"Conv-4 needs images of at least 16x16, got {image_size}x{image_size}")
+        self.out_channels = hidden_channels
+        self.feature_side = side  # the feature maps are [B, hidden_channels, side, side]
         self.embedding_dim = hidden_channels * side * side
+
+    def feature_maps(self, images: Tensor) -> Tensor:
+        """The last block's output before flattening: ``[B, hidden_channels, side, side]``."""
+        return self.blocks(images)
 
     def forward(self, images: Tensor) -> Tensor:
         return torch.flatten(self.blocks(images), start_dim=1)

@@ -16,11 +16,10 @@ the others: the method is not transductive.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from innerloop.algorithms.base import MetaLearner
+from innerloop.algorithms.base import MetaLearner, embed_episodes
 from innerloop.tasks.episodes import Episodes
 
 
@@ -54,10 +53,6 @@ class ProtoNet(MetaLearner):
 
     def query_logits(self, episodes: Episodes) -> Tensor:
         """All tasks' support and query images go through the backbone in one call."""
-        num_tasks, num_support = episodes.support_y.shape
-        images = torch.cat([episodes.support_x.flatten(0, 1), episodes.query_x.flatten(0, 1)])
-        embeddings = self.backbone(images)
-        support = embeddings[: num_tasks * num_support].unflatten(0, (num_tasks, num_support))
-        query = embeddings[num_tasks * num_support:].unflatten(0, (num_tasks, -1))
+        support, query = embed_episodes(self.backbone, episodes)
         prototypes = class_means(support, episodes.support_y, episodes.ways)
         return negative_squared_distances(query, prototypes)

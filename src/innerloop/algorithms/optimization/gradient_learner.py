@@ -163,6 +163,13 @@ class GradientLearner(MetaLearner):
         return self.inner_steps if self.training else self.eval_inner_steps
 
     # -- the inner loop -----------------------------------------------------------------------
+    def adaptation_cost(self) -> str:
+        steps = self.eval_inner_steps
+        if self._head_only():
+            return (f"one forward pass of the support set through the body, then {steps} "
+                    f"forward+backward passes of the head")
+        return f"{steps} forward+backward passes of the support set through the network"
+
     def _check_ways(self, ways: int) -> None:
         if self.task == "classification" and ways != self.outputs:
             raise ValueError(f"{self.name} was built with a {self.outputs}-way head and cannot "

@@ -1,0 +1,54 @@
+"""What the closed-form-head learners (R2-D2, MetaOptNet) share.
+
+The inner loop solves a convex problem on the support embeddings in closed form (or by a fixed,
+differentiable number of solver iterations) for a linear classifier ``weights [ways, D + 1]``
+(a constant 1 feature is appended, so the last column is the bias); the predictor is
+
+    logits[q, k] = logit_scale * (weights[k] · [backbone(query_x[q]), 1]) + logit_bias,
+
+with ``logit_scale`` and ``logit_bias`` learned in the outer loop (the solvers' outputs are on
+the scale of the one-hot targets, too flat for a softmax). Gradients reach the backbone through
+the solution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from innerloop.algorithms.base import MetaLearner, embed_episodes
+from innerloop.tasks.episodes import Episodes
+
+
+def with_bias_feature(features: Tensor) -> Tensor:
+    """Append a constant 1 feature: ``[..., D]`` → ``[..., D + 1]``."""
+    return torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
+
+
+class ClosedFormHead(MetaLearner):
+    """A backbone and a linear head solved on each support set; subclasses define :meth:`solve`."""
+
+    def __init__(self, backbone: nn.Module, initial_logit_scale: float = 10.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.logit_scale = nn.Parameter(torch.tensor(float(initial_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(0.0))
+
+    def solve(self, support: Tensor, support_y: Tensor, ways: int) -> Tensor:
+        """``support [T, S, D + 1]``, labels ``[T, S]`` → head weights ``[T, ways, D + 1]``."""
+        raise NotImplementedError
+
+    def _logits(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        weights = self.solve(with_bias_feature(support), support_y, ways)
+        return self.logit_scale * (with_bias_feature(query) @ weights.transpose(-1, -2)) + self.logit_bias
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Tensor:
+        return self.solve(with_bias_feature(self.backbone(support_x))[None], support_y[None], ways)[0]
+
+    def predict(self, state: Tensor, query_x: Tensor) -> Tensor:
+        features = with_bias_feature(self.backbone(query_x))
+        return self.logit_scale * (features @ state.transpose(-1, -2)) + self.logit_bias
+
+    def query_logits(self, episodes: Episodes) -> Tensor:
+        support, query = embed_episodes(self.backbone, episodes)
+        return self._logits(support, episodes.support_y, query, episodes.ways)
