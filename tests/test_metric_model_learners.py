@@ -3,7 +3,9 @@ support-order invariance, relabelling equivariance, query independence, gradient
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,8 @@ from innerloop.algorithms import (
     RelationNet,
     Siamese,
 )
+from innerloop.cli import main
+from innerloop.config import ConfigError, config_from_dict, load_config
 from innerloop.errors import TaskError
 from innerloop.nn import Conv4
 from innerloop.tasks import Episodes
@@ -203,3 +207,47 @@ def test_matching_predictions_are_attention_weighted_labels():
     attention = torch.softmax(cosine, 0)
     expected = torch.stack([attention[episodes.support_y[0] == k].sum() for k in range(WAYS)])
     assert torch.allclose(log_probabilities[0, 0].exp(), expected)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "omniglot"
+COMPARISON = ["siamese", "matching", "matching-fce", "relation", "tadam", "r2d2", "metaoptnet", "hypernet",
+              "leo", "mann", "snail", "transformer"]
+
+
+@pytest.mark.parametrize("name", COMPARISON)
+def test_recipe_trains_and_evaluates_on_real_omniglot(name, tmp_path, omniglot_root):
+    """Each comparison recipe runs end to end through the command line (a few steps)."""
+    recipe = RECIPES / f"{name}-5w1s.yaml"
+    config = load_config(recipe)
+    assert config.model.algorithm == name.removesuffix("-fce")
+    assert (config.train.ways == 5) == type(make_learner(name)).fixed_ways  # set-based ones train 20-way
+    settings = ["num_threads=1", "train.steps=4", "train.val_every=4", "train.val_episodes=4",
+                "train.log_every=2", "eval.episodes=6", "train.meta_batch_size=1"]
+    run_dir = tmp_path / name
+    code = main(["train", str(recipe), "--run-dir", str(run_dir), "--data-root", str(omniglot_root), "--quiet",
+                 *[part for setting in settings for part in ("--set", setting)]])
+    assert code == 0
+    report = json.loads((run_dir / "eval-test-5w1s15q-best-6ep-seed0.json").read_text())
+    assert report["method"] == config.model.algorithm and report["transductive"] is False
+    assert "of the support set" in report["adaptation"]
+    assert 0 <= report["results"][0]["mean"] <= 1
+
+
+def test_fixed_ways_methods_must_be_evaluated_with_their_training_ways():
+    with pytest.raises(ConfigError, match="eval.ways: snail has one output per label of a 5-way task"):
+        config_from_dict({"model": {"algorithm": "snail"}, "train": {"ways": 5}, "eval": {"ways": 20}})
+    config_from_dict({"model": {"algorithm": "relation"}, "train": {"ways": 20}, "eval": {"ways": 5}})
+
+
+def test_model_options_are_checked_and_reach_the_learner():
+    from innerloop.build import build_learner
+
+    with pytest.raises(ConfigError, match="model.svm_c must be > 0"):
+        config_from_dict({"model": {"algorithm": "metaoptnet", "svm_c": 0}})
+    learner = build_learner(config_from_dict({"model": {"algorithm": "metaoptnet", "svm_c": 0.5, "solver_steps": 7}}))
+    assert (learner.svm_c, learner.solver_steps) == (0.5, 7)
+    matching = build_learner(config_from_dict({"model": {"algorithm": "matching", "full_context_embeddings": True,
+                                                         "attention_steps": 2}}))
+    assert matching.context is not None and matching.context.attention_steps == 2
+    relation = build_learner(config_from_dict({"model": {"algorithm": "relation"}}))
+    assert relation.backbone.feature_side == 7  # 28 → 14 → 7, the last two blocks unpooled

@@ -70,9 +70,15 @@ def test_presentation_index_counts_earlier_instances_of_the_class():
     for task in range(2):
         for t in range(12):
             assert presentation[task, t] == int((labels[task, : t + 1] == labels[task, t]).sum())
-    accuracy, counts = accuracy_by_presentation(mann, [episodes], seed=0)
-    assert torch.equal(counts, torch.full((4,), 6.0, dtype=torch.float64))  # 2 tasks x 3 classes per index
-    assert ((accuracy >= 0) & (accuracy <= 1)).all()
+    per_episode = accuracy_by_presentation(mann, [episodes], seed=0)
+    assert per_episode.shape == (2, 4)  # 2 episodes, 4 instances per class
+    mann.eval()  # as accuracy_by_presentation scores it
+    logits, labels, presentation = mann.sequence_logits(episodes, torch.Generator().manual_seed(0))
+    hits = logits.argmax(-1) == labels
+    for task in range(2):
+        for index in range(4):
+            expected = hits[task][presentation[task] == index + 1].double().mean()
+            assert torch.allclose(per_episode[task, index], expected)
 
 
 def test_snail_shared_support_path_equals_one_sequence_per_query():

@@ -22,7 +22,8 @@ regularizers:
            + orthogonality_penalty * ||C - I||^2,   C = correlations between the decoder
            weights of the latent dimensions (rows of the [latent_dim, 2D] kernel).
 
-Second order while meta-training (the inner gradients are differentiated), first order at
+The embeddings ``e`` are scaled to unit length first: on raw Conv-4 features (norms in the tens)
+the latent steps at the paper's step size diverged within a few outer steps. Second order while meta-training (the inner gradients are differentiated), first order at
 evaluation. Deviation: the paper decodes from frozen pre-trained WRN-28-10 features; here the
 backbone is Conv-4, trained through the same loss. Per-class latents make it way-agnostic.
 """
@@ -128,13 +129,14 @@ class LEO(EmbeddingLearner):
         return {"weights": weights, "mean": mean, "log_std": log_std, "initial": initial, "latent": latent}
 
     def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
         weights = self._adapt(support, support_y, ways)["weights"]
         if not (self.training and torch.is_grad_enabled()):
             weights = weights.detach()
         return query @ weights.transpose(-1, -2)
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
-        support, query = embed_episodes(self.backbone, episodes)
+        support, query = (F.normalize(e, dim=-1) for e in embed_episodes(self.backbone, episodes))
         adapted = self._adapt(support, episodes.support_y, episodes.ways)
         logits = query @ adapted["weights"].transpose(-1, -2)
         loss, metrics = self._classification_loss(logits, episodes)

@@ -31,7 +31,7 @@ chance for the first thousands of episodes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -161,27 +161,24 @@ class MemoryAugmentedNetwork(EmbeddingLearner):
 
 
 @torch.no_grad()
-def accuracy_by_presentation(learner: MemoryAugmentedNetwork, batches: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Accuracy by presentation index over episode ``batches`` (sequences shuffled with ``seed``).
+def accuracy_by_presentation(learner: MemoryAugmentedNetwork, batches: Iterable[Episodes], seed: int = 0) -> Tensor:
+    """Per-episode accuracy by presentation index (sequences shuffled with ``seed``).
 
-    Returns ``accuracy [I]`` (index ``i`` is the ``i+1``-th instance of a class) and the number
-    of predictions behind each entry ``[I]``.
+    Returns ``[episodes, I]``: entry ``[e, i]`` is the accuracy of episode ``e``'s predictions at
+    the ``i+1``-th instance of a class (every episode has the same classes and instance counts).
     """
     was_training = learner.training
     learner.eval()
     generator = torch.Generator().manual_seed(seed)
-    correct: Tensor | None = None
-    counts: Tensor | None = None
+    rows = []
     try:
         for episodes in batches:
             logits, labels, presentation = learner.sequence_logits(episodes, generator)
             hits = (logits.argmax(-1) == labels).to(torch.float64)
-            size = int(presentation.max())
-            batch_correct = torch.zeros(size, dtype=torch.float64).index_add_(0, presentation.flatten() - 1, hits.flatten())
-            batch_counts = torch.bincount(presentation.flatten() - 1, minlength=size).to(torch.float64)
-            correct = batch_correct if correct is None else correct + batch_correct
-            counts = batch_counts if counts is None else counts + batch_counts
+            index = F.one_hot(presentation - 1).to(torch.float64)  # [T, L, I]
+            rows.append((hits.unsqueeze(-1) * index).sum(1) / index.sum(1))
     finally:
         learner.train(was_training)
-    assert correct is not None and counts is not None, "no episodes given"
-    return correct / counts, counts
+    if not rows:
+        raise ValueError("accuracy_by_presentation needs at least one batch of episodes")
+    return torch.cat(rows)

@@ -165,10 +165,10 @@ class GradientLearner(MetaLearner):
     # -- the inner loop -----------------------------------------------------------------------
     def adaptation_cost(self) -> str:
         steps = self.eval_inner_steps
+        passes = f"{steps} forward+backward pass{'' if steps == 1 else 'es'}"
         if self._head_only():
-            return (f"one forward pass of the support set through the body, then {steps} "
-                    f"forward+backward passes of the head")
-        return f"{steps} forward+backward passes of the support set through the network"
+            return f"one forward pass of the support set through the body, then {passes} of the head"
+        return f"{passes} of the support set through the network"
 
     def _check_ways(self, ways: int) -> None:
         if self.task == "classification" and ways != self.outputs:

@@ -1,0 +1,91 @@
+"""Adaptation latency per task for every method in the library, as ratios to Prototypical Networks.
+
+For each method: build it as its 5-way 1-shot recipe does (Conv-4 on 28x28 Omniglot, one thread),
+put it in evaluation mode and time ``predict(adapt(support), queries)`` — one 5-way 1-shot
+support set to the logits of its 75 queries — on real Omniglot test episodes. The same episodes
+serve every method. Gradient-based methods take their recipe's evaluation inner steps (first
+order, as in evaluation). Weights are as initialised: latency does not depend on training.
+
+    python -m benchmarks.adaptation_latency [--data-root DIR] [--tasks 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from innerloop.algorithms import ALGORITHMS
+from innerloop.build import build_learner
+from innerloop.config import Config, config_from_dict, load_config
+from innerloop.data.omniglot import load_omniglot, omniglot_split
+from innerloop.tasks import EpisodeSampler, Episodes
+
+WAYS, SHOTS, QUERIES = 5, 1, 15
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "omniglot"
+
+
+def method_configs() -> dict[str, Config]:
+    """Every algorithm as its 5-way 1-shot recipe builds it (defaults where it has none), plus
+    Matching Networks with full-context embeddings."""
+    configs = {}
+    for name in [*ALGORITHMS, "matching-fce"]:
+        recipe = RECIPES / f"{name}-5w1s.yaml"
+        overrides = ["train.ways=5", "eval.ways=5", "num_threads=1"]
+        if recipe.is_file():
+            configs[name] = load_config(recipe, overrides)
+        else:
+            configs[name] = config_from_dict({"model": {"algorithm": name}}, overrides)
+    return configs
+
+
+def time_method(config: Config, episodes: Episodes, repeats: int) -> tuple[float, str, bool]:
+    learner = build_learner(config).eval()
+    times = []
+    with torch.no_grad():
+        for repeat in range(repeats + 1):
+            for t in range(episodes.num_tasks):
+                episode = episodes[t]
+                start = time.perf_counter()
+                learner.predict(learner.adapt(episode.support_x, episode.support_y, WAYS), episode.query_x)
+                if repeat:  # the first round warms up
+                    times.append(time.perf_counter() - start)
+    return statistics.median(times), learner.adaptation_cost(), learner.transductive
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root")
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    store = load_omniglot(args.data_root, download=False)
+    sampler = EpisodeSampler(omniglot_split(store, "test"), WAYS, SHOTS, QUERIES)
+    episodes = sampler.sample(args.tasks, torch.Generator().manual_seed(0))
+    rows = {name: time_method(config, episodes, args.repeats) for name, config in method_configs().items()}
+    reference = rows["protonet"][0]
+    print(f"| method | ms per task (support → 75 query predictions) | × ProtoNet | transductive | adaptation |")
+    print("| --- | ---: | ---: | --- | --- |")
+    for name, (seconds, cost, transductive) in sorted(rows.items(), key=lambda item: item[1][0]):
+        print(f"| {name} | {1000 * seconds:.2f} | {seconds / reference:.2f} | {'yes' if transductive else 'no'} | {cost} |")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"setting": f"{WAYS}-way {SHOTS}-shot, {WAYS * QUERIES} queries, one thread, median of "
+                                  f"{args.tasks} tasks x {args.repeats} rounds",
+                       "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                       "seconds_per_task": {n: r[0] for n, r in rows.items()},
+                       "ratio_to_protonet": {n: round(r[0] / reference, 3) for n, r in rows.items()},
+                       "adaptation": {n: r[1] for n, r in rows.items()},
+                       "transductive": {n: r[2] for n, r in rows.items()}}, file, indent=1)
+            file.write("\n")
+
+
+if __name__ == "__main__":
+    main()
