@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from innerloop.algorithms.base import MetaLearner, embed_episodes
-from innerloop.tasks.episodes import Episodes
+from innerloop.algorithms.embedding_learner import EmbeddingLearner
 
 
 def with_bias_feature(features: Tensor) -> Tensor:
@@ -25,12 +24,11 @@ def with_bias_feature(features: Tensor) -> Tensor:
     return torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
 
 
-class ClosedFormHead(MetaLearner):
+class ClosedFormHead(EmbeddingLearner):
     """A backbone and a linear head solved on each support set; subclasses define :meth:`solve`."""
 
     def __init__(self, backbone: nn.Module, initial_logit_scale: float = 10.0) -> None:
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.logit_scale = nn.Parameter(torch.tensor(float(initial_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(0.0))
 
@@ -38,17 +36,14 @@ class ClosedFormHead(MetaLearner):
         """``support [T, S, D + 1]``, labels ``[T, S]`` → head weights ``[T, ways, D + 1]``."""
         raise NotImplementedError
 
-    def _logits(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+    def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         weights = self.solve(with_bias_feature(support), support_y, ways)
         return self.logit_scale * (with_bias_feature(query) @ weights.transpose(-1, -2)) + self.logit_bias
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Tensor:
+        """Solve the head once per task (``predict`` then only applies it)."""
         return self.solve(with_bias_feature(self.backbone(support_x))[None], support_y[None], ways)[0]
 
     def predict(self, state: Tensor, query_x: Tensor) -> Tensor:
         features = with_bias_feature(self.backbone(query_x))
         return self.logit_scale * (features @ state.transpose(-1, -2)) + self.logit_bias
-
-    def query_logits(self, episodes: Episodes) -> Tensor:
-        support, query = embed_episodes(self.backbone, episodes)
-        return self._logits(support, episodes.support_y, query, episodes.ways)

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from innerloop.algorithms.base import MetaLearner, embed_episodes
-from innerloop.tasks.episodes import Episodes
+from innerloop.algorithms.embedding_learner import EmbeddingLearner
 
 PROBABILITY_FLOOR = 1e-12  # log p stays finite when a class gets no attention at all
 
@@ -78,17 +77,16 @@ def attention_log_probabilities(query: Tensor, support: Tensor, support_y: Tenso
     return probabilities.clamp_min(PROBABILITY_FLOOR).log()
 
 
-class MatchingNet(MetaLearner):
+class MatchingNet(EmbeddingLearner):
     """Matching Networks, optionally with full-context embeddings."""
 
     name = "matching"
 
     def __init__(self, backbone: nn.Module, full_context_embeddings: bool = False,
                  attention_steps: int = 5) -> None:
-        super().__init__()
+        super().__init__(backbone)
         if attention_steps < 1:
             raise ValueError(f"attention_steps must be >= 1, got {attention_steps}")
-        self.backbone = backbone
         self.context = (FullContextEmbeddings(backbone.embedding_dim, attention_steps)
                         if full_context_embeddings else None)
 
@@ -102,20 +100,8 @@ class MatchingNet(MetaLearner):
         return (f"{self.adaptation}, a bidirectional LSTM over it, and {self.context.attention_steps} "
                 f"attention-LSTM steps per query")
 
-    def _log_probabilities(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+    def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         if self.context is not None:
             support = self.context.support(support)
             query = self.context.query(query, support)
         return attention_log_probabilities(query, support, support_y, ways)
-
-    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> tuple[Tensor, Tensor, int]:
-        return self.backbone(support_x), support_y, ways
-
-    def predict(self, state: tuple[Tensor, Tensor, int], query_x: Tensor) -> Tensor:
-        support, support_y, ways = state
-        query = self.backbone(query_x)
-        return self._log_probabilities(support[None], support_y[None], query[None], ways)[0]
-
-    def query_logits(self, episodes: Episodes) -> Tensor:
-        support, query = embed_episodes(self.backbone, episodes)
-        return self._log_probabilities(support, episodes.support_y, query, episodes.ways)

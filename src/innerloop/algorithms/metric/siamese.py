@@ -19,11 +19,11 @@ Koch et al.'s larger 105x105 network, so all methods of the comparison share the
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from innerloop.algorithms.base import MetaLearner, embed_episodes
+from innerloop.algorithms.base import embed_episodes
+from innerloop.algorithms.embedding_learner import EmbeddingLearner
 from innerloop.tasks.episodes import Episodes
 
 
@@ -34,31 +34,22 @@ def best_match_per_class(pair_logits: Tensor, support_y: Tensor, ways: int) -> T
     return scores.amax(dim=-2)
 
 
-class Siamese(MetaLearner):
+class Siamese(EmbeddingLearner):
     """Siamese verification network; classifies by nearest support example under its learned metric."""
 
     name = "siamese"
     adaptation = "one forward pass of the support set; one pair score per (query, support example)"
 
     def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.distance = nn.Linear(backbone.embedding_dim, 1)  # distance_weights, distance_bias
 
     def pair_logits(self, query: Tensor, support: Tensor) -> Tensor:
         """``[..., Q, D]``, ``[..., S, D]`` → ``[..., Q, S]`` logits of "same class"."""
         return self.distance((query.unsqueeze(-2) - support.unsqueeze(-3)).abs()).squeeze(-1)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> tuple[Tensor, Tensor, int]:
-        return self.backbone(support_x), support_y, ways
-
-    def predict(self, state: tuple[Tensor, Tensor, int], query_x: Tensor) -> Tensor:
-        support, support_y, ways = state
-        return best_match_per_class(self.pair_logits(self.backbone(query_x), support), support_y, ways)
-
-    def query_logits(self, episodes: Episodes) -> Tensor:
-        support, query = embed_episodes(self.backbone, episodes)
-        return best_match_per_class(self.pair_logits(query, support), episodes.support_y, episodes.ways)
+    def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        return best_match_per_class(self.pair_logits(query, support), support_y, ways)
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """Balanced binary cross-entropy over all (query, support) pairs of the meta-batch."""
