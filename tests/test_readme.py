@@ -56,3 +56,18 @@ def test_readme_mamlpp_and_learned_optimizer_example_runs(capsys):
     learned, adam = map(float, printed[1].split())
     start = float(namespace["problem"].loss(namespace["problem"].params, 0))
     assert learned < 0.2 * start and adam < 0.2 * start  # both optimize (30 meta-steps here)
+
+
+def test_readme_metric_and_model_example_runs(omniglot_root, monkeypatch, capsys):
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    block = re.search(r"### Metric- and model-based methods\n\n```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "the README lost its metric / model-based example"
+    code = block.group(1)
+    shortened = code.replace("range(100)", "range(2)")
+    assert shortened != code
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["relation", "r2d2", "snail"]
+    assert all("transductive: False" in line and "support set" in line for line in printed)
