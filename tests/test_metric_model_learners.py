@@ -125,6 +125,13 @@ def test_a_query_is_predicted_from_the_support_set_and_itself_only(name):
     assert torch.allclose(learner.query_logits(episodes)[:, 0], learner.query_logits(changed)[:, 0], atol=1e-8)
 
 
+# Parameters whose gradient is zero by construction at initialisation: convolution biases right
+# before a BatchNorm in training mode (the batch mean cancels them), TADAM's task-embedding
+# networks (their FiLM post-multipliers start at 0), and the `previous` tap of SNAIL's last dense
+# block (its dilation reaches past the start of the sequence, as in the paper's TCBlock).
+ZERO_BY_CONSTRUCTION = (".0.bias", "task_embedding_networks.", "blocks.2.conv.previous.weight")
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_meta_loss_reaches_every_parameter(name):
     learner = make_learner(name).train()
@@ -133,6 +140,28 @@ def test_meta_loss_reaches_every_parameter(name):
     loss.backward()
     missing = [n for n, p in learner.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"no finite gradient for {missing}"
+    zero = [n for n, p in learner.named_parameters()
+            if float(p.grad.abs().max()) < 1e-9 and not any(part in n for part in ZERO_BY_CONSTRUCTION)]
+    assert not zero, f"zero gradient for {zero}"
+
+
+def test_tadam_film_networks_learn_once_the_post_multipliers_move():
+    learner = make_learner("tadam").train()
+    with torch.no_grad():
+        learner.gamma_scale.fill_(0.1)
+        learner.beta_scale.fill_(0.1)
+    learner.meta_loss(make_episodes())[0].backward()
+    for network in learner.task_embedding_networks:
+        assert all(float(p.grad.abs().max()) > 1e-9 for p in network.parameters())
+
+
+def test_relation_scores_in_chunks_at_evaluation(monkeypatch):
+    from innerloop.algorithms.metric import relation
+
+    learner, episodes = make_learner("relation"), make_episodes()
+    whole = learner.query_logits(episodes)
+    monkeypatch.setattr(relation, "EVAL_PAIRS_PER_CALL", 7)  # 2 tasks x 3 classes: one query per call
+    assert torch.allclose(learner.query_logits(episodes), whole, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["mann", "snail", "transformer"])

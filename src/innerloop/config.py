@@ -40,7 +40,7 @@ class ModelConfig:
     full_context_embeddings: bool = False  # matching: the paper's FCE LSTMs
     attention_steps: int = 5  # matching with FCE: steps of the query's attention LSTM
     svm_c: float = 0.1  # metaoptnet: the SVM's slack penalty C
-    solver_steps: int = 20  # metaoptnet: unrolled iterations of the SVM dual solver
+    solver_steps: int = 100  # metaoptnet: unrolled iterations of the SVM dual solver
     latent_dim: int = 64  # leo: size of the per-class latent code
 
 

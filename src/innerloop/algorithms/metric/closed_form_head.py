@@ -4,11 +4,11 @@ The inner loop solves a convex problem on the support embeddings in closed form 
 differentiable number of solver iterations) for a linear classifier ``weights [ways, D + 1]``
 (a constant 1 feature is appended, so the last column is the bias); the predictor is
 
-    logits[q, k] = logit_scale * (weights[k] · [backbone(query_x[q]), 1]) + logit_bias,
+    logits[q, k] = logit_scale * (weights[k] · [backbone(query_x[q]), 1]),
 
-with ``logit_scale`` and ``logit_bias`` learned in the outer loop (the solvers' outputs are on
-the scale of the one-hot targets, too flat for a softmax). Gradients reach the backbone through
-the solution.
+with ``logit_scale`` learned in the outer loop (the solvers' outputs are on the scale of the
+one-hot targets, too flat for a softmax). R2-D2 also learns a scalar shift of all logits; a
+softmax ignores it, so it is left out. Gradients reach the backbone through the solution.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class ClosedFormHead(EmbeddingLearner):
     def __init__(self, backbone: nn.Module, initial_logit_scale: float = 10.0) -> None:
         super().__init__(backbone)
         self.logit_scale = nn.Parameter(torch.tensor(float(initial_logit_scale)))
-        self.logit_bias = nn.Parameter(torch.tensor(0.0))
 
     def solve(self, support: Tensor, support_y: Tensor, ways: int) -> Tensor:
         """``support [T, S, D + 1]``, labels ``[T, S]`` → head weights ``[T, ways, D + 1]``."""
@@ -38,7 +37,7 @@ class ClosedFormHead(EmbeddingLearner):
 
     def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         weights = self.solve(with_bias_feature(support), support_y, ways)
-        return self.logit_scale * (with_bias_feature(query) @ weights.transpose(-1, -2)) + self.logit_bias
+        return self.logit_scale * (with_bias_feature(query) @ weights.transpose(-1, -2))
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Tensor:
         """Solve the head once per task (``predict`` then only applies it)."""
@@ -46,4 +45,4 @@ class ClosedFormHead(EmbeddingLearner):
 
     def predict(self, state: Tensor, query_x: Tensor) -> Tensor:
         features = with_bias_feature(self.backbone(query_x))
-        return self.logit_scale * (features @ state.transpose(-1, -2)) + self.logit_bias
+        return self.logit_scale * (features @ state.transpose(-1, -2))

@@ -6,9 +6,9 @@ appended) to the one-hot labels ``Y [S, ways]``, solved in the Woodbury form, wh
 
     W = X^T (X X^T + ridge_lambda I_S)^{-1} Y        (equal to (X^T X + ridge_lambda I)^{-1} X^T Y)
 
-Predictor: ``logits = logit_scale * X_query W + logit_bias``. The outer loop learns the
-backbone, ``ridge_lambda`` (through its logarithm), ``logit_scale`` and ``logit_bias``, with
-gradients through the solve. Not transductive.
+Predictor: ``logits = logit_scale * X_query W``. The outer loop learns the backbone,
+``ridge_lambda`` (through its logarithm) and ``logit_scale``, with gradients through the solve.
+Not transductive.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from innerloop.algorithms.metric.protonet import class_means
 from innerloop.nn.conv4 import conv_block
 from innerloop.tasks.episodes import Episodes
 
+EVAL_PAIRS_PER_CALL = 20_000  # (class, query) pairs per relation-module call at evaluation
+
 
 class RelationNet(MetaLearner):
     """Relation Networks: a learned comparison of feature maps, trained by MSE to one-hot labels."""
@@ -46,12 +48,23 @@ class RelationNet(MetaLearner):
                                       nn.Linear(hidden_units, 1), nn.Sigmoid())
 
     def _scores(self, class_maps: Tensor, query_maps: Tensor) -> Tensor:
-        """``[T, K, C, H, W]`` class maps, ``[T, Q, C, H, W]`` query maps → relation scores ``[T, Q, K]``."""
+        """``[T, K, C, H, W]`` class maps, ``[T, Q, C, H, W]`` query maps → relation scores ``[T, Q, K]``.
+
+        In evaluation mode (BatchNorm on running statistics, so pairs are independent) the pairs
+        go through the relation module ``EVAL_PAIRS_PER_CALL`` at a time: a 20-way batch of 50
+        episodes has 300,000 pairs of ``[128, 7, 7]`` maps, which would need ~15 GB at once.
+        """
         num_tasks, ways = class_maps.shape[:2]
         num_queries = query_maps.shape[1]
-        pairs = torch.cat([class_maps.unsqueeze(1).expand(-1, num_queries, -1, -1, -1, -1),
-                           query_maps.unsqueeze(2).expand(-1, -1, ways, -1, -1, -1)], dim=3)
-        return self.relation(pairs.flatten(0, 2)).view(num_tasks, num_queries, ways)
+        per_chunk = num_queries if self.training else max(1, EVAL_PAIRS_PER_CALL // (num_tasks * ways))
+        scores = []
+        for start in range(0, num_queries, per_chunk):
+            queries = query_maps[:, start:start + per_chunk]
+            count = queries.shape[1]
+            pairs = torch.cat([class_maps.unsqueeze(1).expand(-1, count, -1, -1, -1, -1),
+                               queries.unsqueeze(2).expand(-1, -1, ways, -1, -1, -1)], dim=3)
+            scores.append(self.relation(pairs.flatten(0, 2)).view(num_tasks, count, ways))
+        return torch.cat(scores, dim=1)
 
     @staticmethod
     def _class_maps(support_maps: Tensor, support_y: Tensor, ways: int) -> Tensor:

@@ -5,7 +5,9 @@ Prototypical Networks with two additions:
 * **metric scaling**: a learned temperature ``metric_scale`` on the squared Euclidean distance,
   ``logits[q, k] = -metric_scale * ||f(query_x[q] | c) - prototypes[k]||^2``;
 * **task conditioning**: a task embedding ``c`` — the mean of the class prototypes computed by
-  the unconditioned backbone — drives a task-embedding network (TEN) that predicts a FiLM
+  the unconditioned backbone (its BatchNorm normalizing with the task's own support-set
+  statistics, so this pass neither reads nor updates the running statistics that the
+  conditioned pass keeps) — drives a task-embedding network (TEN) that predicts a FiLM
   layer after each convolution's BatchNorm,
 
       h ← gamma * h + beta,   gamma = 1 + gamma_scale[b] * g_b(c),   beta = beta_scale[b] * h_b(c),
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric.protonet import class_means, negative_squared_distances
+from innerloop.nn.task_batch_norm import task_batch_norm
 from innerloop.tasks.episodes import Episodes
 
 
@@ -60,6 +63,25 @@ class TADAM(MetaLearner):
     def metric_scale(self) -> Tensor:
         return self.log_metric_scale.exp()
 
+    def task_embedding(self, support_x: Tensor, support_y: Tensor, ways: int) -> Tensor:
+        """``c``: the mean prototype of the unconditioned backbone, ``[T, S, ...]`` → ``[T, D]``.
+
+        BatchNorm uses each task's support-set statistics (the layers' affine weights, not their
+        running statistics), in training and evaluation alike.
+        """
+        num_tasks, num_support = support_y.shape
+        hidden = support_x.flatten(0, 1)
+        for block in self.backbone.blocks:
+            conv, norm, activation, pool = block
+            hidden = conv(hidden)
+            if isinstance(norm, nn.BatchNorm2d):
+                hidden = task_batch_norm(hidden, norm.weight, norm.bias, norm.eps, num_groups=num_tasks)
+            else:
+                hidden = norm(hidden)
+            hidden = pool(activation(hidden))
+        plain = hidden.flatten(1).unflatten(0, (num_tasks, num_support))
+        return class_means(plain, support_y, ways).mean(dim=1)
+
     def conditioned_embedding(self, images: Tensor, task_embedding: Tensor) -> Tensor:
         """``images [B, C, H, W]`` with ``task_embedding [B, D]`` (one row per image) → ``[B, D]``."""
         hidden = images
@@ -76,8 +98,7 @@ class TADAM(MetaLearner):
         """Batched over tasks: ``support_x [T, S, ...]``, ``query_x [T, Q, ...]`` → ``[T, Q, ways]``."""
         num_tasks, num_support = support_y.shape
         num_queries = query_x.shape[1]
-        plain = self.backbone(support_x.flatten(0, 1)).unflatten(0, (num_tasks, num_support))
-        task_embedding = class_means(plain, support_y, ways).mean(dim=1)  # [T, D]
+        task_embedding = self.task_embedding(support_x, support_y, ways)  # [T, D]
         images = torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
         conditions = torch.cat([task_embedding.repeat_interleave(num_support, dim=0),
                                 task_embedding.repeat_interleave(num_queries, dim=0)])

@@ -41,8 +41,10 @@ class HyperNetwork(EmbeddingLearner):
         self.generate_hidden = nn.Sequential(nn.ReLU(), nn.Linear(context_dim, target_hidden * dim))
         nn.init.zeros_(self.generate_hidden[1].weight)
         nn.init.zeros_(self.generate_hidden[1].bias)
+        # no bias in the last layer: a constant added to every class's weights or bias would move
+        # all logits of a query together, which the softmax ignores
         self.generate_output = nn.Sequential(nn.Linear(target_hidden + context_dim, context_dim), nn.ReLU(),
-                                             nn.Linear(context_dim, target_hidden + 1))
+                                             nn.Linear(context_dim, target_hidden + 1, bias=False))
         self.target_hidden = target_hidden
 
     def logits_from_embeddings(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:

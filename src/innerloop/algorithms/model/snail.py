@@ -86,7 +86,7 @@ class TCBlock(nn.Module):
 class AttentionBlock(nn.Module):
     def __init__(self, in_channels: int, key_size: int, value_size: int) -> None:
         super().__init__()
-        self.keys = nn.Linear(in_channels, key_size)
+        self.keys = nn.Linear(in_channels, key_size, bias=False)  # a key bias shifts a whole softmax row
         self.queries = nn.Linear(in_channels, key_size)
         self.values = nn.Linear(in_channels, value_size)
         self.scale = 1.0 / math.sqrt(key_size)
