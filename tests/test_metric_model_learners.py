@@ -280,3 +280,9 @@ def test_model_options_are_checked_and_reach_the_learner():
     assert matching.context is not None and matching.context.attention_steps == 2
     relation = build_learner(config_from_dict({"model": {"algorithm": "relation"}}))
     assert relation.backbone.feature_side == 7  # 28 → 14 → 7, the last two blocks unpooled
+    leo = build_learner(config_from_dict({"model": {"algorithm": "leo"}, "inner": {"steps": 3, "eval_steps": 8}}))
+    assert (leo.latent_steps, leo.eval_latent_steps) == (3, 8) and "8 latent gradient steps" in leo.adaptation_cost()
+    with pytest.raises(ConfigError, match="model.full_context_embeddings applies to matching only"):
+        config_from_dict({"model": {"algorithm": "protonet", "full_context_embeddings": True}})
+    with pytest.raises(ConfigError, match="model.solver_steps applies to metaoptnet only"):
+        config_from_dict({"model": {"algorithm": "r2d2", "solver_steps": 5}})

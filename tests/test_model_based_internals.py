@@ -174,3 +174,18 @@ def test_leo_meta_gradient_matches_finite_differences():
             down = loss()
             parameter[index] += step
         assert abs(float((up - down) / (2 * step)) - float(gradient[index])) < 1e-6 * max(1.0, abs(float(gradient[index])))
+    # every parameter at once (encoder, relation net, backbone included), along a random direction
+    everything = list(leo.parameters())
+    gradients = torch.autograd.grad(loss(), everything)
+    direction = [torch.randn_like(p) for p in everything]
+    directional = sum(float((g * d).sum()) for g, d in zip(gradients, direction))
+    with torch.no_grad():
+        for p, d in zip(everything, direction):
+            p.add_(step * d)
+        up = loss()
+        for p, d in zip(everything, direction):
+            p.sub_(2 * step * d)
+        down = loss()
+        for p, d in zip(everything, direction):
+            p.add_(step * d)
+    assert abs(float((up - down) / (2 * step)) - directional) < 1e-5 * max(1.0, abs(directional))

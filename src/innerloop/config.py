@@ -44,10 +44,15 @@ class ModelConfig:
     latent_dim: int = 64  # leo: size of the per-class latent code
 
 
+MODEL_OPTION_OWNERS = {"full_context_embeddings": "matching", "attention_steps": "matching",
+                       "svm_c": "metaoptnet", "solver_steps": "metaoptnet", "latent_dim": "leo"}
+
+
 @dataclass
 class InnerConfig:
     """The inner loop of gradient-based methods (maml, mamlpp, metasgd, metalstm, anil, boil,
-    cavia, imaml, reptile); keys marked with a method's name apply to that method only."""
+    cavia, imaml, reptile); keys marked with a method's name apply to that method only. LEO's
+    latent inner loop takes ``steps`` / ``eval_steps`` steps from the initial step size ``lr``."""
 
     steps: int = 1  # inner steps while meta-training
     eval_steps: int | None = None  # inner steps at validation/test; None: same as steps
@@ -298,6 +303,12 @@ def validate(config: Config) -> None:
     _at_least("model.latent_dim", config.model.latent_dim, 1)
     if config.model.svm_c <= 0:
         raise ConfigError(f"model.svm_c must be > 0, got {config.model.svm_c}")
+    defaults = ModelConfig()
+    for key, owner in MODEL_OPTION_OWNERS.items():
+        value = getattr(config.model, key)
+        if value != getattr(defaults, key) and config.model.algorithm != owner:
+            raise ConfigError(f"model.{key} applies to {owner} only; {config.model.algorithm} does not "
+                              f"use it (remove it)")
     if config.model.backbone == "mlp":
         raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
     train, evaluation = config.train, config.eval

@@ -11,7 +11,8 @@ Without full-context embeddings ``f = g = backbone`` and the method is a functio
 *set*. With ``full_context_embeddings`` (FCE), as in the paper:
 
 * ``g(x_i) = h_fwd_i + h_bwd_i + backbone(x_i)``: a bidirectional LSTM reads the support
-  embeddings (in the support set's order, so the embedding depends on that order);
+  embeddings (in the support set's order, so the embedding depends on that order; training and
+  evaluation both use the sampler's label-sorted order, as the paper fixes one order);
 * ``f(x̂)`` runs ``attention_steps`` steps of an attention LSTM over the support set,
 
       h_hat_k, c_k = LSTM([backbone(x̂), r_{k-1}], (h_{k-1}, c_{k-1}))

@@ -11,7 +11,8 @@ With support embeddings ``e_i = backbone(x_i)``:
     decoder:   [w_mu_k, w_log_sigma_k] = decode(z_k),  w_k ~ N(w_mu_k, w_sigma_k^2)
     classifier: logits[q, k] = w_k · e_q
 
-    latent inner loop (latent_steps):   z ← z - latent_lr * ∇_z CE(support; decode(z))
+    latent inner loop (latent_steps; eval_latent_steps at evaluation):
+                                        z ← z - latent_lr * ∇_z CE(support; decode(z))
     fine-tuning (finetune_steps):       w ← w - finetune_lr * ∇_w CE(support; w)
 
 ``latent_lr`` and ``finetune_lr`` are learned. The outer loss on the queries adds the paper's
@@ -62,7 +63,8 @@ class LEO(EmbeddingLearner):
 
     def __init__(self, backbone: nn.Module, latent_dim: int = 64, latent_steps: int = 5, latent_lr: float = 1.0,
                  finetune_steps: int = 5, finetune_lr: float = 0.001, kl_weight: float = 1e-3,
-                 encoder_penalty: float = 1e-3, orthogonality_penalty: float = 1e-3) -> None:
+                 encoder_penalty: float = 1e-3, orthogonality_penalty: float = 1e-3,
+                 eval_latent_steps: int | None = None) -> None:
         super().__init__(backbone)
         dim = backbone.embedding_dim
         self.encode = nn.Linear(dim, latent_dim)
@@ -73,16 +75,17 @@ class LEO(EmbeddingLearner):
         self.log_latent_lr = nn.Parameter(torch.tensor(math.log(latent_lr)))
         self.log_finetune_lr = nn.Parameter(torch.tensor(math.log(finetune_lr)))
         self.latent_steps, self.finetune_steps = latent_steps, finetune_steps
+        self.eval_latent_steps = latent_steps if eval_latent_steps is None else eval_latent_steps
         self.kl_weight, self.encoder_penalty = kl_weight, encoder_penalty
         self.orthogonality_penalty = orthogonality_penalty
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> LEO:
         return cls(backbone, latent_dim=config.model.latent_dim, latent_steps=config.inner.steps,
-                   latent_lr=config.inner.lr)
+                   latent_lr=config.inner.lr, eval_latent_steps=config.inner.eval_steps)
 
     def adaptation_cost(self) -> str:
-        return (f"one forward pass of the support set; {self.latent_steps} latent gradient steps and "
+        return (f"one forward pass of the support set; {self.eval_latent_steps} latent gradient steps and "
                 f"{self.finetune_steps} weight fine-tuning steps on the linear head (no backbone backward)")
 
     def _sample(self, mean: Tensor, log_std: Tensor) -> Tensor:
@@ -117,7 +120,7 @@ class LEO(EmbeddingLearner):
                 logits = support @ weights.transpose(-1, -2)
                 return F.cross_entropy(logits.flatten(0, 1), support_y.flatten(), reduction="sum") / support_y.shape[1]
 
-            for _ in range(self.latent_steps):
+            for _ in range(self.latent_steps if self.training else self.eval_latent_steps):
                 (gradient,) = torch.autograd.grad(support_loss(self.weights(latent)), latent, create_graph=second_order)
                 latent = latent - self.log_latent_lr.exp() * gradient
             weights = self.weights(latent)

@@ -19,7 +19,11 @@ on the other queries. Since everything is causal, the support part of those sequ
 same for every query; it is computed once per task and each query is the sequence's last
 position (``S``) attached to it — the same numbers as Q separate sequences at a fraction of the
 cost. The support order matters (a sequence model), so support sets are shuffled while
-training.
+training; evaluation presents them in the sampler's order (label-sorted, one of the orders seen
+in training), so scores are deterministic. With the paper's dilations the last dense block's
+``A`` tap always reaches before the sequence start and stays unused. The temporal-convolution
+depth is set by the training sequence length; longer support sets at evaluation are read by the
+attention blocks in full and by the convolutions up to their reach.
 """
 
 from __future__ import annotations
