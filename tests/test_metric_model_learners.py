@@ -286,3 +286,8 @@ def test_model_options_are_checked_and_reach_the_learner():
         config_from_dict({"model": {"algorithm": "protonet", "full_context_embeddings": True}})
     with pytest.raises(ConfigError, match="model.solver_steps applies to metaoptnet only"):
         config_from_dict({"model": {"algorithm": "r2d2", "solver_steps": 5}})
+    # runs saved while these options had numeric defaults still load for evaluation and resume
+    from innerloop.config import without_inapplicable_model_options
+
+    saved = {"model": {"algorithm": "siamese", "attention_steps": 5, "svm_c": 0.1, "solver_steps": 20, "latent_dim": 64}}
+    assert config_from_dict(without_inapplicable_model_options(saved)).model.solver_steps is None

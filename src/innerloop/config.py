@@ -37,15 +37,27 @@ class ModelConfig:
     backbone: str = "conv4"
     hidden_channels: int = 64  # conv4
     hidden_sizes: list[int] = field(default_factory=lambda: [40, 40])  # mlp
+    # method options (null: the method's own default)
     full_context_embeddings: bool = False  # matching: the paper's FCE LSTMs
-    attention_steps: int = 5  # matching with FCE: steps of the query's attention LSTM
-    svm_c: float = 0.1  # metaoptnet: the SVM's slack penalty C
-    solver_steps: int = 100  # metaoptnet: unrolled iterations of the SVM dual solver
-    latent_dim: int = 64  # leo: size of the per-class latent code
+    attention_steps: int | None = None  # matching with FCE: steps of the query's attention LSTM (5)
+    svm_c: float | None = None  # metaoptnet: the SVM's slack penalty C (0.1)
+    solver_steps: int | None = None  # metaoptnet: unrolled iterations of the SVM dual solver (100)
+    latent_dim: int | None = None  # leo: size of the per-class latent code (64)
 
 
 MODEL_OPTION_OWNERS = {"full_context_embeddings": "matching", "attention_steps": "matching",
                        "svm_c": "metaoptnet", "solver_steps": "metaoptnet", "latent_dim": "leo"}
+
+
+def without_inapplicable_model_options(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config with the method options of other methods removed (runs saved before
+    these options defaulted to null carry their old default values)."""
+    model = dict(values.get("model") or {})
+    algorithm = model.get("algorithm", ModelConfig.algorithm)
+    for key, owner in MODEL_OPTION_OWNERS.items():
+        if owner != algorithm:
+            model.pop(key, None)
+    return {**values, "model": model}
 
 
 @dataclass
@@ -298,15 +310,13 @@ def validate(config: Config) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    _at_least("model.attention_steps", config.model.attention_steps, 1)
-    _at_least("model.solver_steps", config.model.solver_steps, 1)
-    _at_least("model.latent_dim", config.model.latent_dim, 1)
-    if config.model.svm_c <= 0:
+    for key in ("attention_steps", "solver_steps", "latent_dim"):
+        if getattr(config.model, key) is not None:
+            _at_least(f"model.{key}", getattr(config.model, key), 1)
+    if config.model.svm_c is not None and config.model.svm_c <= 0:
         raise ConfigError(f"model.svm_c must be > 0, got {config.model.svm_c}")
-    defaults = ModelConfig()
     for key, owner in MODEL_OPTION_OWNERS.items():
-        value = getattr(config.model, key)
-        if value != getattr(defaults, key) and config.model.algorithm != owner:
+        if getattr(config.model, key) not in (None, False) and config.model.algorithm != owner:
             raise ConfigError(f"model.{key} applies to {owner} only; {config.model.algorithm} does not "
                               f"use it (remove it)")
     if config.model.backbone == "mlp":

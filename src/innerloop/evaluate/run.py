@@ -7,7 +7,7 @@ from pathlib import Path
 
 from innerloop.algorithms import GradientLearner
 from innerloop.build import build_learner, build_sampler, load_splits, set_threads
-from innerloop.config import Config, config_from_dict
+from innerloop.config import Config, config_from_dict, without_inapplicable_model_options
 from innerloop.errors import InnerloopError
 from innerloop.evaluate.protocol import evaluate_episodes
 from innerloop.evaluate.report import EvaluationReport, StepResult, today
@@ -37,7 +37,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         if not (key.startswith("eval.") or key in allowed):
             raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
                                  f"'{key}' is fixed by the trained run")
-    config: Config = config_from_dict(payload["config"], overrides)
+    config: Config = config_from_dict(without_inapplicable_model_options(payload["config"]), overrides)
     set_threads(config)
     learner = build_learner(config)
     learner.load_state_dict(payload["model"])

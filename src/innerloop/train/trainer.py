@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.build import build_learner, build_sampler, load_splits, set_threads
-from innerloop.config import Config, config_from_dict, save_config
+from innerloop.config import Config, config_from_dict, save_config, without_inapplicable_model_options
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
 from innerloop.evaluate.protocol import evaluate_episodes
@@ -148,7 +148,7 @@ class Trainer:
         if not path.is_file():
             return
         payload = load_checkpoint(path)
-        saved = config_from_dict(payload["config"])
+        saved = config_from_dict(without_inapplicable_model_options(payload["config"]))
         if _resumable_part(saved.to_dict()) != _resumable_part(self.config.to_dict()):
             raise InnerloopError(
                 f"{self.run_dir} holds a run with a different config; resume it with the same "

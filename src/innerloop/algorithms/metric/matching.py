@@ -93,7 +93,8 @@ class MatchingNet(EmbeddingLearner):
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> MatchingNet:
-        return cls(backbone, config.model.full_context_embeddings, config.model.attention_steps)
+        steps = config.model.attention_steps
+        return cls(backbone, config.model.full_context_embeddings, 5 if steps is None else steps)
 
     def adaptation_cost(self) -> str:
         if self.context is None:

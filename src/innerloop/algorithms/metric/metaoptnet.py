@@ -97,7 +97,8 @@ class MetaOptNetSVM(ClosedFormHead):
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> MetaOptNetSVM:
-        return cls(backbone, svm_c=config.model.svm_c, solver_steps=config.model.solver_steps)
+        options = {"svm_c": config.model.svm_c, "solver_steps": config.model.solver_steps}
+        return cls(backbone, **{key: value for key, value in options.items() if value is not None})
 
     def adaptation_cost(self) -> str:
         return (f"one forward pass of the support set and {self.solver_steps} projected-gradient "

@@ -81,7 +81,7 @@ class LEO(EmbeddingLearner):
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> LEO:
-        return cls(backbone, latent_dim=config.model.latent_dim, latent_steps=config.inner.steps,
+        return cls(backbone, latent_dim=config.model.latent_dim or 64, latent_steps=config.inner.steps,
                    latent_lr=config.inner.lr, eval_latent_steps=config.inner.eval_steps)
 
     def adaptation_cost(self) -> str:
