@@ -121,4 +121,4 @@ class TADAM(MetaLearner):
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         loss, metrics = self._classification_loss(self.query_logits(episodes), episodes)
         penalty = self.film_penalty * (self.gamma_scale.pow(2).sum() + self.beta_scale.pow(2).sum())
-        return loss + penalty, metrics | {"metric_scale": float(self.metric_scale)}
+        return loss + penalty, metrics | {"metric_scale": float(self.metric_scale.detach())}
