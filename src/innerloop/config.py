@@ -413,8 +413,7 @@ def _validate_inner(config: Config) -> None:
                               f"({steps}): the multi-step loss would never finish annealing; scale it "
                               f"with train.steps")
     classification = DATASETS[config.data.dataset].kind == "classification"
-    fixed_ways = gradient_based or ALGORITHMS[config.model.algorithm].fixed_ways
-    if fixed_ways and classification and config.train.ways != config.eval.ways:
+    if ALGORITHMS[config.model.algorithm].fixed_ways and classification and config.train.ways != config.eval.ways:
         raise ConfigError(f"eval.ways: {config.model.algorithm} has one output per label of a "
                           f"{config.train.ways}-way task (train.ways), so it is evaluated on "
                           f"{config.train.ways}-way tasks; set eval.ways={config.train.ways} or "

@@ -92,6 +92,7 @@ class GradientLearner(MetaLearner):
     transductive = True  # the default with a batch-norm backbone; instances set their own
     backbone_batch_norm = "task"
     default_adapt = "all"
+    fixed_ways = True  # a linear head with one unit per label
 
     def __init__(self, backbone: nn.Module, outputs: int, task: str = "classification",
                  inner_steps: int = 1, eval_inner_steps: int | None = None, inner_lr: float = 0.4,
