@@ -58,7 +58,7 @@ def main() -> None:
             json.dump({"run": str(args.run_dir), "step": int(payload["step"]), "episodes": args.episodes,
                        "seed": args.seed, "accuracy_by_instance": [round(float(a), 5) for a in accuracy],
                        "ci95": {str(i): [round(m, 5), round(c, 5)] for i, (m, c) in intervals.items()}},
-                      file, indent=1)
+                      file)
             file.write("\n")
 
 

@@ -57,7 +57,7 @@ def main() -> None:
             presentation = (one_hot.cumsum(1) * one_hot).sum(-1)
             hits = (logits.argmax(-1) == labels).float()
             by_instance = [f"{100 * float(hits[presentation == i].mean()):.0f}%" for i in (1, 2, 5)]
-            print(f"step {step}: loss {float(loss):.3f}, accuracy at instance 1/2/5: {' / '.join(by_instance)} "
+            print(f"step {step}: loss {float(loss.detach()):.3f}, accuracy at instance 1/2/5: {' / '.join(by_instance)} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
