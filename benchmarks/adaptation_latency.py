@@ -3,7 +3,8 @@
 For each method: build it as its 5-way 1-shot recipe does (Conv-4 on 28x28 Omniglot, one thread),
 put it in evaluation mode and time ``predict(adapt(support), queries)`` — one 5-way 1-shot
 support set to the logits of its 75 queries — on real Omniglot test episodes. The same episodes
-serve every method. Gradient-based methods take their recipe's evaluation inner steps (first
+serve every method, and the methods take turns on each task (a changing background load reaches
+all of them alike). Gradient-based methods take their recipe's evaluation inner steps (first
 order, as in evaluation). Weights are as initialised: latency does not depend on training.
 
     python -m benchmarks.adaptation_latency [--data-root DIR] [--tasks 20] [--json out.json]
@@ -44,18 +45,22 @@ def method_configs() -> dict[str, Config]:
     return configs
 
 
-def time_method(config: Config, episodes: Episodes, repeats: int) -> tuple[float, str, bool]:
-    learner = build_learner(config).eval()
-    times = []
+def time_methods(configs: dict[str, Config], episodes: Episodes, repeats: int) -> dict[str, tuple[float, str, bool]]:
+    """Median seconds per task of every method. The methods take turns on each task, so a load
+    that changes during the run (other processes) reaches all of them alike."""
+    learners = {name: build_learner(config).eval() for name, config in configs.items()}
+    times: dict[str, list[float]] = {name: [] for name in learners}
     with torch.no_grad():
         for repeat in range(repeats + 1):
             for t in range(episodes.num_tasks):
                 episode = episodes[t]
-                start = time.perf_counter()
-                learner.predict(learner.adapt(episode.support_x, episode.support_y, WAYS), episode.query_x)
-                if repeat:  # the first round warms up
-                    times.append(time.perf_counter() - start)
-    return statistics.median(times), learner.adaptation_cost(), learner.transductive
+                for name, learner in learners.items():
+                    start = time.perf_counter()
+                    learner.predict(learner.adapt(episode.support_x, episode.support_y, WAYS), episode.query_x)
+                    if repeat:  # the first round warms up
+                        times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), learner.adaptation_cost(), learner.transductive)
+            for name, learner in learners.items()}
 
 
 def main() -> None:
@@ -69,7 +74,7 @@ def main() -> None:
     store = load_omniglot(args.data_root, download=False)
     sampler = EpisodeSampler(omniglot_split(store, "test"), WAYS, SHOTS, QUERIES)
     episodes = sampler.sample(args.tasks, torch.Generator().manual_seed(0))
-    rows = {name: time_method(config, episodes, args.repeats) for name, config in method_configs().items()}
+    rows = time_methods(method_configs(), episodes, args.repeats)
     reference = rows["protonet"][0]
     print(f"| method | ms per task (support → 75 query predictions) | × ProtoNet | transductive | adaptation |")
     print("| --- | ---: | ---: | --- | --- |")
