@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner, embed_episodes
-from innerloop.algorithms.metric.protonet import class_means
 from innerloop.nn.conv4 import conv_block
 from innerloop.tasks.episodes import Episodes
 
@@ -69,10 +68,9 @@ class RelationNet(MetaLearner):
     @staticmethod
     def _class_maps(support_maps: Tensor, support_y: Tensor, ways: int) -> Tensor:
         """Per-class sum of support feature maps (the paper sums over the shots)."""
-        shape = support_maps.shape
-        counts = F.one_hot(support_y, ways).sum(dim=-2).to(support_maps.dtype)  # [..., ways]
-        means = class_means(support_maps.flatten(-3), support_y, ways)
-        return (means * counts.unsqueeze(-1)).unflatten(-1, shape[-3:])
+        one_hot = F.one_hot(support_y, ways).to(support_maps.dtype)  # [..., S, ways]
+        sums = one_hot.transpose(-1, -2) @ support_maps.flatten(-3)
+        return sums.unflatten(-1, support_maps.shape[-3:])
 
     def adapt(self, support_x: Tensor, support_y: Tensor, ways: int) -> Tensor:
         return self._class_maps(self.backbone.feature_maps(support_x), support_y, ways)
