@@ -109,7 +109,7 @@ def test_inner_loop_settings_are_checked(change, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model": {"algorithm": "protonet", "backbone": "mlp"}, "eval": {"inner_steps": []}}, "classifies"),
+    ({"model": {"algorithm": "protonet", "backbone": "mlp"}, "eval": {"inner_steps": []}}, "protonet does not do regression"),
     ({"model": {"backbone": "conv4"}}, "use mlp"),
     ({"train": {"ways": 5}}, "train.ways must be 1"),
 ])

@@ -62,6 +62,8 @@ def build_learner(config: Config) -> MetaLearner:
     if issubclass(cls, GradientLearner):
         options = gradient_learner_options(config)
         options |= {key: getattr(config.inner, key) for key in getattr(cls, "inner_config_keys", ())}
+        options |= {key: value for key in getattr(cls, "model_config_keys", ())
+                    if (value := getattr(config.model, key)) is not None}
         learner: MetaLearner = cls(backbone, **options)
     else:
         learner = cls.from_config(backbone, config)

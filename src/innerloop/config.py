@@ -42,11 +42,20 @@ class ModelConfig:
     attention_steps: int | None = None  # matching with FCE: steps of the query's attention LSTM (5)
     svm_c: float | None = None  # metaoptnet: the SVM's slack penalty C (0.1)
     solver_steps: int | None = None  # metaoptnet: unrolled iterations of the SVM dual solver (100)
-    latent_dim: int | None = None  # leo: size of the per-class latent code (64)
+    latent_dim: int | None = None  # leo: per-class latent code (64); np, anp: global latent (128)
+    num_samples: int | None = None  # np, anp, versa, platipus: Monte-Carlo samples per task
+    num_particles: int | None = None  # bmaml: SVGD particles (5)
+    kernel: str | None = None  # dkt: the GP kernel on the learned features, rbf | matern52 (rbf)
+    ensemble: int = 1  # > 1: a deep ensemble of this many independently initialised learners
 
 
-MODEL_OPTION_OWNERS = {"full_context_embeddings": "matching", "attention_steps": "matching",
-                       "svm_c": "metaoptnet", "solver_steps": "metaoptnet", "latent_dim": "leo"}
+MODEL_OPTION_OWNERS: dict[str, tuple[str, ...]] = {
+    "full_context_embeddings": ("matching",), "attention_steps": ("matching",),
+    "svm_c": ("metaoptnet",), "solver_steps": ("metaoptnet",), "latent_dim": ("leo", "np", "anp"),
+    "num_samples": ("np", "anp", "versa", "platipus"), "num_particles": ("bmaml",),
+    "kernel": ("dkt",),
+}
+KERNELS = ("rbf", "matern52")
 
 
 def without_inapplicable_model_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +63,8 @@ def without_inapplicable_model_options(values: dict[str, Any]) -> dict[str, Any]
     these options defaulted to null carry their old default values)."""
     model = dict(values.get("model") or {})
     algorithm = model.get("algorithm", ModelConfig.algorithm)
-    for key, owner in MODEL_OPTION_OWNERS.items():
-        if owner != algorithm:
+    for key, owners in MODEL_OPTION_OWNERS.items():
+        if algorithm not in owners:
             model.pop(key, None)
     return {**values, "model": model}
 
@@ -297,6 +306,13 @@ def validate(config: Config) -> None:
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     _at_least("eval.seed", config.eval.seed, 0)
+    _validate_model_options(config)
+    algorithm = ALGORITHMS[config.model.algorithm]
+    if spec.kind not in algorithm.task_kinds:
+        handles = [name for name, cls in ALGORITHMS.items() if spec.kind in cls.task_kinds]
+        raise ConfigError(f"model.algorithm: {config.model.algorithm} does not do {spec.kind} "
+                          f"({config.data.dataset} is a {spec.kind} dataset); use one of "
+                          f"{', '.join(handles)}")
     if spec.kind == "regression":
         _validate_regression(config)
         return
@@ -310,15 +326,6 @@ def validate(config: Config) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    for key in ("attention_steps", "solver_steps", "latent_dim"):
-        if getattr(config.model, key) is not None:
-            _at_least(f"model.{key}", getattr(config.model, key), 1)
-    if config.model.svm_c is not None and config.model.svm_c <= 0:
-        raise ConfigError(f"model.svm_c must be > 0, got {config.model.svm_c}")
-    for key, owner in MODEL_OPTION_OWNERS.items():
-        if getattr(config.model, key) not in (None, False) and config.model.algorithm != owner:
-            raise ConfigError(f"model.{key} applies to {owner} only; {config.model.algorithm} does not "
-                              f"use it (remove it)")
     if config.model.backbone == "mlp":
         raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
     train, evaluation = config.train, config.eval
@@ -334,6 +341,23 @@ def validate(config: Config) -> None:
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
+
+
+def _validate_model_options(config: Config) -> None:
+    """Method options: in range, and given only to the methods that use them."""
+    model = config.model
+    for key in ("attention_steps", "solver_steps", "latent_dim", "num_samples", "num_particles",
+                "ensemble"):
+        if getattr(model, key) is not None:
+            _at_least(f"model.{key}", getattr(model, key), 1)
+    if model.svm_c is not None and model.svm_c <= 0:
+        raise ConfigError(f"model.svm_c must be > 0, got {model.svm_c}")
+    if model.kernel is not None:
+        _choice("model.kernel", model.kernel, KERNELS)
+    for key, owners in MODEL_OPTION_OWNERS.items():
+        if getattr(model, key) not in (None, False) and model.algorithm not in owners:
+            raise ConfigError(f"model.{key} applies to {', '.join(owners)} only; {model.algorithm} "
+                              f"does not use it (remove it)")
 
 
 def _common_ranges(config: Config) -> None:
@@ -422,12 +446,8 @@ def _validate_inner(config: Config) -> None:
 
 def _validate_regression(config: Config) -> None:
     """Regression task families: gradient-based methods on the MLP, one output, ways = 1."""
-    from innerloop.algorithms import ALGORITHMS, GradientLearner
     from innerloop.data import DATASETS
 
-    if not issubclass(ALGORITHMS[config.model.algorithm], GradientLearner):
-        raise ConfigError(f"model.algorithm: {config.model.algorithm} classifies; on the regression "
-                          f"dataset {config.data.dataset} use a gradient-based method (maml, mamlpp, metasgd, metalstm, anil, boil, cavia, imaml, reptile)")
     if config.model.backbone != "mlp":
         raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from innerloop.algorithms.predictive import CategoricalPredictive, Predictive
 from innerloop.tasks.episodes import Episodes
 
 
@@ -46,6 +47,8 @@ class MetaLearner(nn.Module):
         fixed_ways: True when the learner has one output unit per label and so is evaluated
             with the ways it was trained with (sequence models, gradient-based heads).
         adaptation: what adapting to one task costs, in passes; evaluation reports print it.
+        task_kinds: the dataset kinds the method handles (``classification``, ``regression``);
+            a regression learner sets ``metric_name = "mse"`` and ``higher_is_better = False``.
     """
 
     name: str = "metalearner"
@@ -56,6 +59,7 @@ class MetaLearner(nn.Module):
     backbone_options: dict[str, Any] = {}
     fixed_ways: bool = False
     adaptation: str = "one forward pass of the support set"
+    task_kinds: tuple[str, ...] = ("classification",)
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> MetaLearner:
@@ -102,8 +106,18 @@ class MetaLearner(nn.Module):
         accuracy = (logits.argmax(-1) == episodes.query_y).float().mean()
         return loss, {"accuracy": float(accuracy)}
 
+    def predictive(self, episodes: Episodes) -> Predictive:
+        """What the adapted learner believes about every query (see
+        :mod:`~innerloop.algorithms.predictive`): by default the softmax of ``query_logits``.
+        Regression learners and methods that sample override it."""
+        return CategoricalPredictive.from_logits(self.query_logits(episodes))
+
     def episode_metric(self, episodes: Episodes) -> Tensor:
-        """The score of each task (float64 ``[T]``): by default its query accuracy."""
+        """The score of each task (float64 ``[T]``): by default its query accuracy; for a
+        regression learner (``metric_name == "mse"``) the squared error of the predictive mean."""
+        if self.metric_name == "mse":
+            mean = self.predictive(episodes).mean
+            return (mean - episodes.query_y.reshape(mean.shape)).square().mean(1).to(torch.float64)
         logits = self.query_logits(episodes)
         accuracy = (logits.argmax(-1) == episodes.query_y).to(torch.float64).mean(dim=1)
         finite = torch.isfinite(logits).flatten(1).all(dim=1)  # a diverged task scores nan, not chance

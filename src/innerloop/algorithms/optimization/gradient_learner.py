@@ -18,6 +18,12 @@ of a task are normalized together, as in MAML's published evaluation; with
 Reptile's non-transductive setting: ``Q`` groups of ``support + 1`` images in one forward pass,
 each group with its own statistics), so no query sees another.
 
+Regression predictive: the adapted network's output is the mean of a Gaussian whose standard
+deviation ``exp(noise_log_std)`` is one meta-learned number (MAML itself gives no variance). It
+is trained by the Gaussian NLL of the queries with the mean detached, so the network's gradient
+is exactly MSE's and the minimizer is the root mean squared query error. Methods whose outer
+update is a surrogate (Reptile, iMAML) leave it at its initial value 1.
+
 When only the head adapts, the body's features of the support and query sets are computed once
 per task instead of once per inner step (same numbers, less work).
 """
@@ -32,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner
+from innerloop.algorithms.predictive import CategoricalPredictive, GaussianMixturePredictive, Predictive
 from innerloop.functional import (
     SGD,
     Adam,
@@ -93,6 +100,7 @@ class GradientLearner(MetaLearner):
     backbone_batch_norm = "task"
     default_adapt = "all"
     fixed_ways = True  # a linear head with one unit per label
+    task_kinds = TASK_KINDS
 
     def __init__(self, backbone: nn.Module, outputs: int, task: str = "classification",
                  inner_steps: int = 1, eval_inner_steps: int | None = None, inner_lr: float = 0.4,
@@ -133,6 +141,8 @@ class GradientLearner(MetaLearner):
         self.vectorize = vectorize
         self.metric_name = "accuracy" if task == "classification" else "mse"
         self.higher_is_better = task == "classification"
+        if task == "regression":  # the predictive std of every query (see the module docstring)
+            self.noise_log_std = nn.Parameter(torch.zeros(()))
 
     # -- pieces a method may override ---------------------------------------------------------
     def inner_optimizer(self) -> InnerOptimizer:
@@ -254,8 +264,21 @@ class GradientLearner(MetaLearner):
         outputs = self.query_logits(episodes)
         if self.task == "classification":
             return self._classification_loss(outputs, episodes)
-        loss = F.mse_loss(outputs, episodes.query_y)
-        return loss, {"mse": float(loss.detach())}
+        return self._regression_loss(outputs, episodes)
+
+    def _regression_loss(self, outputs: Tensor, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
+        """Query MSE plus the Gaussian NLL that fits ``noise_log_std`` (mean detached)."""
+        mse = F.mse_loss(outputs, episodes.query_y)
+        variance = torch.exp(2 * self.noise_log_std).expand_as(outputs)
+        noise_nll = F.gaussian_nll_loss(outputs.detach(), episodes.query_y, variance, full=True)
+        return mse + noise_nll, {"mse": float(mse.detach()), "nll": float(noise_nll.detach())}
+
+    def predictive(self, episodes: Episodes) -> Predictive:
+        """Softmax of the adapted outputs, or for regression ``N(output, exp(noise_log_std)^2)``."""
+        outputs = self.query_logits(episodes)
+        if self.task == "classification":
+            return CategoricalPredictive.from_logits(outputs)
+        return GaussianMixturePredictive.gaussian(outputs, self.noise_log_std.exp().expand_as(outputs))
 
     def episode_metric(self, episodes: Episodes) -> Tensor:
         """Per-task accuracy (classification) or query MSE (regression)."""
