@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from innerloop.algorithms import ALGORITHMS, GradientLearner, MetaLearner
+from innerloop.algorithms.ensemble import DeepEnsemble
 from innerloop.config import Config
 from innerloop.data import DATASETS, ClassSplit
 from innerloop.nn import BACKBONES
 from innerloop.tasks.fixed import TaskSampler
+from innerloop.tasks.gp_functions import GaussianProcessSplit, GaussianProcessTasks
 from innerloop.tasks.regression import SinusoidTasks
 from innerloop.tasks.sampler import EpisodeSampler
 
@@ -51,25 +53,32 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
 
 
 def build_learner(config: Config) -> MetaLearner:
-    """The configured algorithm on the configured backbone, initialised from ``config.seed``.
+    """The configured algorithm on the configured backbone, initialised from ``config.seed``;
+    with ``model.ensemble: M`` a :class:`~innerloop.algorithms.ensemble.DeepEnsemble` of ``M``
+    such learners initialised from seeds ``seed, seed + 1, ...`` (member 0 is the single learner).
 
     With ``train.channels_last`` the weights of image models use the NHWC memory layout (same
     numbers up to floating-point summation order, faster convolutions on CPU).
     """
+    members = [build_single_learner(config, config.seed + index) for index in range(config.model.ensemble)]
+    learner = members[0] if len(members) == 1 else DeepEnsemble(members)
+    if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
+        learner = learner.to(memory_format=torch.channels_last)
+    return learner
+
+
+def build_single_learner(config: Config, seed: int) -> MetaLearner:
+    """One learner of the configured method, initialised from ``seed``."""
     cls = ALGORITHMS[config.model.algorithm]
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     backbone = build_backbone(config, cls.backbone_batch_norm, cls.backbone_options)
     if issubclass(cls, GradientLearner):
         options = gradient_learner_options(config)
         options |= {key: getattr(config.inner, key) for key in getattr(cls, "inner_config_keys", ())}
         options |= {key: value for key in getattr(cls, "model_config_keys", ())
                     if (value := getattr(config.model, key)) is not None}
-        learner: MetaLearner = cls(backbone, **options)
-    else:
-        learner = cls.from_config(backbone, config)
-    if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
-        learner = learner.to(memory_format=torch.channels_last)
-    return learner
+        return cls(backbone, **options)
+    return cls.from_config(backbone, config)
 
 
 def load_splits(config: Config, data_root: str | Path | None, names: list[str]) -> dict[str, Any]:
@@ -83,6 +92,8 @@ def load_splits(config: Config, data_root: str | Path | None, names: list[str]) 
 
 def build_sampler(config: Config, split: Any, ways: int, shots: int, queries: int) -> TaskSampler:
     """The episode sampler of the dataset's kind: class episodes or regression tasks."""
+    if isinstance(split, GaussianProcessSplit):
+        return GaussianProcessTasks(split, shots, queries)
     if DATASETS[config.data.dataset].kind == "regression":
         return SinusoidTasks(split, shots, queries)
     assert isinstance(split, ClassSplit)

@@ -132,6 +132,8 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 50
     inner_steps: list[int] = field(default_factory=list)  # gradient methods: also report these
+    calibration_bins: int = 15  # equal-width confidence bins of the ECE and reliability diagram
+    interval_levels: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.95])  # regression
 
 
 @dataclass
@@ -366,8 +368,11 @@ def _common_ranges(config: Config) -> None:
     for key in ("steps", "meta_batch_size", "log_every", "val_every", "val_episodes",
                 "checkpoint_every", "shots", "queries"):
         _at_least(f"train.{key}", getattr(config.train, key), 1)
-    for key in ("episodes", "batch_size", "shots", "queries"):
+    for key in ("episodes", "batch_size", "shots", "queries", "calibration_bins"):
         _at_least(f"eval.{key}", getattr(config.eval, key), 1)
+    for index, level in enumerate(config.eval.interval_levels):
+        if not 0 < level < 1:
+            raise ConfigError(f"eval.interval_levels[{index}] must be in (0, 1), got {level}")
 
 
 def _validate_inner(config: Config) -> None:

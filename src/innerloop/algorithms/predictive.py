@@ -93,6 +93,19 @@ class GaussianMixturePredictive:
         y = _flat_targets(targets).unsqueeze(-1)
         return torch.special.ndtr((y - self.means) / self.stds).mean(-1)
 
+    def quantile(self, probability: float, iterations: int = 60) -> Tensor:
+        """The ``probability`` quantile ``[T, Q]`` (bisection on the CDF; exact to ~1e-12 of
+        the spread for M = 1 and M > 1 alike)."""
+        if not 0 < probability < 1:
+            raise ValueError(f"probability must be in (0, 1), got {probability}")
+        spread = 10 * self.stds.max(-1).values
+        low, high = self.means.min(-1).values - spread, self.means.max(-1).values + spread
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            below = self.cdf(middle) < probability
+            low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+        return (low + high) / 2
+
 
 Predictive = CategoricalPredictive | GaussianMixturePredictive
 

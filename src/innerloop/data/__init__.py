@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from innerloop.data import omniglot, sinusoid
+from innerloop.data import gaussian_process, omniglot, sinusoid
 from innerloop.data.paths import resolve_data_root, store_cache_dir
 from innerloop.data.store import ClassSplit, TensorStore
 
@@ -22,7 +23,7 @@ class DatasetSpec:
     channels: int  # image channels; for regression, the input features
     max_image_size: int  # the side of the source images (0 for regression)
     load: Callable[..., TensorStore | None]
-    split: Callable[..., ClassSplit | sinusoid.SinusoidSplit]
+    split: Callable[..., Any]  # -> ClassSplit, or the split of a regression task family
     kind: str = "classification"  # or "regression": MSE loss, generated tasks, ways = 1
 
     def num_classes(self, split: str, rotations: tuple[int, ...]) -> int:
@@ -59,7 +60,24 @@ DATASETS: dict[str, DatasetSpec] = {
         split=sinusoid.sinusoid_split,
         kind="regression",
     ),
+    "sinusoid-heteroscedastic": DatasetSpec(
+        name="sinusoid-heteroscedastic",
+        splits=sinusoid.SPLITS,
+        base_classes={},
+        examples_per_class=0,
+        channels=1,
+        max_image_size=0,
+        load=sinusoid.load_sinusoid,
+        split=sinusoid.heteroscedastic_sinusoid_split,
+        kind="regression",
+    ),
 }
+for _name, _kernels in (("gp", gaussian_process.GP_KERNELS), ("gp-rbf", ("rbf",)),
+                        ("gp-matern52", ("matern52",)), ("gp-periodic", ("periodic",))):
+    DATASETS[_name] = DatasetSpec(
+        name=_name, splits=gaussian_process.SPLITS, base_classes={}, examples_per_class=0,
+        channels=1, max_image_size=0, load=gaussian_process.load_gaussian_process,
+        split=gaussian_process.gaussian_process_split_loader(_kernels), kind="regression")
 
 
 def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,

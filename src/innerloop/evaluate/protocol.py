@@ -3,6 +3,10 @@
 The score is the learner's ``episode_metric``: query accuracy for classifiers, query mean
 squared error for regression learners (``learner.metric_name`` says which).
 
+:func:`evaluate_uncertainty` scores the learner's predictive distribution on the same episodes:
+NLL, Brier score and expected calibration error for classifiers, Gaussian NLL and interval
+coverage for regression (:mod:`innerloop.evaluate.uncertainty`).
+
 The interval is the normal approximation used throughout the few-shot literature,
 ``1.96 * std(accuracies, ddof=1) / sqrt(num_episodes)``, over per-episode query accuracies.
 """
@@ -17,6 +21,16 @@ import torch
 from torch import Tensor
 
 from innerloop.algorithms.base import MetaLearner
+from innerloop.algorithms.predictive import GaussianMixturePredictive
+from innerloop.evaluate.uncertainty import (
+    ReliabilityBins,
+    bootstrap_ece,
+    brier_score,
+    classification_nll,
+    gaussian_nll,
+    interval_coverage,
+    reliability_bins,
+)
 from innerloop.tasks.fixed import FixedEpisodes
 
 
@@ -68,3 +82,65 @@ def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size:
     mean, ci95 = mean_and_ci95(per_episode[finite]) if bool(finite.any()) else (math.nan, math.nan)
     return EpisodeResult(learner.metric_name, per_episode, mean, ci95, time.perf_counter() - start,
                          non_finite=int((~finite).sum()))
+
+
+@dataclass(frozen=True)
+class UncertaintyResult:
+    """Calibration and proper scores over the fixed episodes (see
+    :mod:`~innerloop.evaluate.uncertainty`): ``metrics`` maps a name (``nll``, ``brier``,
+    ``ece``; for regression ``nll`` and ``coverage_90`` etc.) to ``(mean, ci95)``."""
+
+    kind: str  # "classification" or "regression"
+    metrics: dict[str, tuple[float, float]]
+    reliability: ReliabilityBins | None = None  # classification: the reliability diagram's bins
+    coverage_curve: tuple[tuple[float, float], ...] = ()  # regression: (nominal, observed) levels
+    non_finite: int = 0
+
+
+CURVE_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+@torch.no_grad()
+def evaluate_uncertainty(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50,
+                         bins: int = 15, levels: tuple[float, ...] = (0.5, 0.9, 0.95)) -> UncertaintyResult:
+    """Score ``learner.predictive`` on every fixed episode: NLL, Brier and ECE for classifiers;
+    Gaussian NLL and the coverage of central intervals at ``levels`` for regression learners.
+    Episodes whose predictive is not finite are counted in ``non_finite`` and left out."""
+    was_training = learner.training
+    learner.eval()
+    scores: dict[str, list[Tensor]] = {}
+    pooled: dict[str, list[Tensor]] = {"confidence": [], "correct": []}
+    kind = "classification"
+    try:
+        for batch in episodes.batches(batch_size):
+            predictive = learner.predictive(batch)
+            if isinstance(predictive, GaussianMixturePredictive):
+                kind = "regression"
+                finite = (torch.isfinite(predictive.means) & torch.isfinite(predictive.stds)).flatten(1).all(1)
+                per_task = {"nll": gaussian_nll(predictive, batch.query_y)}
+                for level in sorted(set(levels) | set(CURVE_LEVELS)):
+                    per_task[f"coverage_{level:g}"] = interval_coverage(predictive, batch.query_y, level)
+            else:
+                probs = predictive.probs
+                finite = torch.isfinite(probs).flatten(1).all(1)
+                per_task = {"nll": classification_nll(probs, batch.query_y),
+                            "brier": brier_score(probs, batch.query_y)}
+                confidence, guess = probs.max(-1)
+                pooled["confidence"].append(confidence[finite])
+                pooled["correct"].append((guess == batch.query_y)[finite])
+            for name, values in per_task.items():
+                scores.setdefault(name, []).append(values.to(torch.float64)[finite])
+    finally:
+        learner.train(was_training)
+    metrics = {name: mean_and_ci95(torch.cat(values)) for name, values in scores.items()
+               if kind == "classification" or name == "nll" or
+               float(name.removeprefix("coverage_")) in levels}
+    non_finite = episodes.num_episodes - int(torch.cat(scores["nll"]).numel())
+    if kind == "regression":
+        curve = tuple((level, float(torch.cat(scores[f"coverage_{level:g}"]).mean()))
+                      for level in CURVE_LEVELS)
+        return UncertaintyResult(kind, metrics, coverage_curve=curve, non_finite=non_finite)
+    confidence, correct = torch.cat(pooled["confidence"]), torch.cat(pooled["correct"])
+    metrics["ece"] = bootstrap_ece(confidence, correct, bins)
+    return UncertaintyResult(kind, metrics, reliability_bins(confidence, correct, bins),
+                             non_finite=non_finite)

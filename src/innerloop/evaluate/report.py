@@ -45,6 +45,9 @@ class EvaluationReport:
     date: str
     notes: list[str] = field(default_factory=list)
     adaptation: str = ""  # what adapting to one task costs, in forward/backward passes
+    # name -> [mean, ci95] of the predictive's scores (nll, brier, ece; coverage_0.9, ...)
+    uncertainty: dict[str, list[float]] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)  # PNG files written next to the report
 
     @property
     def mean(self) -> float:
@@ -76,6 +79,8 @@ class EvaluationReport:
             excluded = (f"; {result.non_finite} of {self.episodes} episodes diverged (non-finite "
                         f"{self.metric}), left out of this mean" if result.non_finite else "")
             lines.append(f"| {self.metric}{where} | **{self._format(result.mean, result.ci95)}** (95% CI{excluded}) |")
+        for name, (mean, ci95) in self.uncertainty.items():
+            lines.append(f"| {uncertainty_label(name)} | {mean:.4f} ± {ci95:.4f} (95% CI) |")
         lines += [
             f"| method | {self.method} |",
             f"| transductive | {'yes' if self.transductive else 'no'} |",
@@ -87,6 +92,7 @@ class EvaluationReport:
             f"| evaluation time | {self.seconds:.1f} s |",
             f"| date | {self.date} |",
             *(f"| note | {note} |" for note in self.notes),
+            *(f"| figure | [{figure}]({figure}) |" for figure in self.figures),
             "",
         ]
         return "\n".join(lines)
@@ -103,6 +109,14 @@ class EvaluationReport:
             tmp.write_text(text)
             os.replace(tmp, path)
         return json_path, markdown_path
+
+
+def uncertainty_label(name: str) -> str:
+    """A reader's name for an uncertainty score key."""
+    if name.startswith("coverage_"):
+        return f"coverage of the central {100 * float(name.removeprefix('coverage_')):g}% interval"
+    return {"nll": "negative log-likelihood", "brier": "Brier score",
+            "ece": "expected calibration error"}.get(name, name)
 
 
 def today() -> str:

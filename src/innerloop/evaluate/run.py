@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from innerloop.algorithms import GradientLearner
+from innerloop.algorithms import GradientLearner, MetaLearner
 from innerloop.build import build_learner, build_sampler, load_splits, set_threads
 from innerloop.config import Config, config_from_dict, without_inapplicable_model_options
 from innerloop.errors import InnerloopError
-from innerloop.evaluate.protocol import evaluate_episodes
+from innerloop.evaluate.plots import plot_coverage_curve, plot_predictive_bands, plot_reliability_diagram
+from innerloop.evaluate.protocol import UncertaintyResult, evaluate_episodes, evaluate_uncertainty
 from innerloop.evaluate.report import EvaluationReport, StepResult, today
-from innerloop.tasks.fixed import FixedEpisodes
+from innerloop.tasks.fixed import FixedEpisodes, TaskSampler
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint
 
 
@@ -21,7 +23,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
 
     ``overrides`` are ``eval.*``, ``inner.eval_steps``, ``data.test_split`` or ``num_threads``
     assignments such as ``eval.ways=20``. Gradient-based methods are scored after
-    ``inner.eval_steps`` inner steps, then after each count in ``eval.inner_steps``.
+    ``inner.eval_steps`` inner steps, then after each count in ``eval.inner_steps``. The
+    predictive distribution is scored too (NLL, Brier, ECE; for regression Gaussian NLL and
+    interval coverage) and its figures are saved next to the report.
     """
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
@@ -43,8 +47,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     learner.load_state_dict(payload["model"])
     split = load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
     evaluation = config.eval
-    episodes = FixedEpisodes(build_sampler(config, split, evaluation.ways, evaluation.shots,
-                                           evaluation.queries), evaluation.episodes, evaluation.seed)
+    sampler = build_sampler(config, split, evaluation.ways, evaluation.shots, evaluation.queries)
+    episodes = FixedEpisodes(sampler, evaluation.episodes, evaluation.seed)
     adaptation = learner.adaptation_cost()  # at the headline setting (first inner-step count)
     start = time.perf_counter()
     results = []
@@ -61,15 +65,36 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
             learner.eval_inner_steps = steps
             result = evaluate_episodes(learner, episodes, evaluation.batch_size)
             results.append(StepResult(steps, result.mean, result.ci95, result.non_finite))
+        learner.eval_inner_steps = step_counts[0]  # uncertainty at the headline setting
     else:
         result = evaluate_episodes(learner, episodes, evaluation.batch_size)
         results.append(StepResult(None, result.mean, result.ci95, result.non_finite))
+    uncertainty = evaluate_uncertainty(learner, episodes, evaluation.batch_size,
+                                       evaluation.calibration_bins, tuple(evaluation.interval_levels))
     report = EvaluationReport(
         method=learner.name, transductive=learner.transductive, dataset=config.data.dataset,
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,
         episodes=evaluation.episodes, seed=evaluation.seed, metric=learner.metric_name,
         results=results, checkpoint=path.name, step=int(payload["step"]),
         seconds=time.perf_counter() - start, date=today(), notes=notes,
-        adaptation=adaptation)
+        adaptation=adaptation,
+        uncertainty={name: [mean, ci95] for name, (mean, ci95) in uncertainty.metrics.items()})
+    report = dataclasses.replace(report, figures=save_figures(learner, report, uncertainty, sampler, run_dir))
     report.save(run_dir)
     return report
+
+
+def save_figures(learner: MetaLearner, report: EvaluationReport, uncertainty: UncertaintyResult,
+                 sampler: TaskSampler, run_dir: Path) -> list[str]:
+    """The evaluation's pictures: a reliability diagram (classification), or the predictive
+    bands on three test tasks and the coverage curve (regression). Returns the file names."""
+    title = f"{report.method} on {report.dataset} ({report.split}), {report.ways}-way {report.shots}-shot"
+    if uncertainty.reliability is not None:
+        path = plot_reliability_diagram(uncertainty.reliability, run_dir / f"{report.stem}-reliability.png", title)
+        return [path.name]
+    title = f"{report.method} on {report.dataset} ({report.split}), {report.shots}-shot"
+    bands = plot_predictive_bands([(report.method, learner)], sampler.plot_tasks(3, report.seed),
+                                  run_dir / f"{report.stem}-bands.png", title)
+    coverage = plot_coverage_curve({report.method: uncertainty.coverage_curve},
+                                   run_dir / f"{report.stem}-coverage.png", title)
+    return [bands.name, coverage.name]

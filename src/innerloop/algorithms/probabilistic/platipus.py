@@ -1,0 +1,264 @@
+"""PLATIPUS (Finn, Xu & Levine, NeurIPS 2018, "Probabilistic Model-Agnostic Meta-Learning").
+
+The meta-parameters are a Gaussian prior over the initial weights of the adapted parameters,
+``N(mean, exp(prior_log_std)^2)`` per entry (``mean`` is the network's own parameters), two
+learned scalar step sizes ``prior_step`` (the paper's gamma_p) and ``posterior_step`` (gamma_q),
+and the learned per-entry std ``exp(posterior_log_std)`` of the variational posterior (sqrt v_q).
+Training, for a task with support ``(support_x, support_y)`` and queries ``(query_x, query_y)``
+(Algorithm 1):
+
+    posterior_mean = mean - posterior_step * grad(query_loss)(mean)        (uses the queries)
+    prior_mean     = mean - prior_step * grad(support_loss)(mean)
+    theta          = posterior_mean + exp(posterior_log_std) * noise,   noise ~ N(0, I)
+    adapted        = theta, then inner_steps times: adapted - inner_lr * grad(support_loss)(adapted)
+    loss           = query_loss(adapted)
+                     + kl_weight * KL(N(posterior_mean, exp(posterior_log_std)^2)
+                                      || N(prior_mean, exp(prior_log_std)^2))
+
+At test time (Algorithm 2) ``theta = prior_mean + exp(prior_log_std) * noise``, adapted on the
+support set as above, for ``num_samples`` draws; the predictive is the average of the sampled
+classifiers' probabilities, or for regression an equal-weight mixture of ``N(output_m,
+exp(noise_log_std)^2)`` over the samples (``noise_log_std`` is fitted by the mixture's NLL of the
+queries with the sampled outputs detached, as GradientLearner does for MAML).
+
+Choices the paper leaves open, stated here: the KL is summed over all adapted entries and
+averaged over tasks; ``kl_weight`` defaults to 1e-3 on that sum (the query loss is a mean over a
+handful of points, so the KL would otherwise dominate; see the report in the tests' docstring);
+both stds start at ``initial_std`` (0.01); both steps start at ``inner_lr``; training draws
+``train_samples`` (1, as in Algorithm 1) samples per task. Only the parameters the ``adapt`` filter
+selects are random; the others stay at their meta-learned values (``adapt="head"`` gives a fast
+head-only PLATIPUS). With ``order="first"`` all three gradients (the two mean steps and the inner
+loop) are treated as constants; the steps still learn, since ``d prior_mean / d prior_step`` is
+the gradient itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner, rate_key
+from innerloop.algorithms.predictive import CategoricalPredictive, GaussianMixturePredictive, Predictive
+from innerloop.functional import Params, inner_loop, parameters_of, run
+from innerloop.functional.params import HEAD_PREFIX
+from innerloop.tasks.episodes import Episodes
+
+DEFAULT_NUM_SAMPLES = 10
+DEFAULT_KL_WEIGHT = 1e-3
+DEFAULT_INITIAL_STD = 0.01
+Noise = Sequence[Params]  # one standard-normal draw per sample, by adapted parameter name
+OutputFunction = Callable[[Params], Tensor]  # adapted parameters -> network outputs
+
+
+def gaussian_kl(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor) -> Tensor:
+    """``KL(N(mean_q, exp(log_std_q)^2) || N(mean_p, exp(log_std_p)^2))`` of diagonal Gaussians,
+    summed over all entries."""
+    ratio = torch.exp(2 * (log_std_q - log_std_p)) + (mean_q - mean_p).square() * torch.exp(-2 * log_std_p)
+    return (log_std_p - log_std_q + 0.5 * ratio - 0.5).sum()
+
+
+@dataclass(frozen=True)
+class SampledState:
+    """The result of ``adapt`` for one task: the adapted parameters of every sampled ``theta``."""
+
+    samples: tuple[Params, ...]  # adapted parameters only, by name
+    support_x: Tensor
+
+
+class PLATIPUS(GradientLearner):
+    """PLATIPUS: a learned Gaussian prior over MAML's initialization, sampled then adapted.
+
+    Args (besides GradientLearner's):
+        num_samples: sampled initializations per task at test time.
+        train_samples: sampled initializations per task while meta-training.
+        kl_weight: weight of the summed KL divergence in the meta-loss.
+        initial_std: the initial prior and posterior std of every adapted entry.
+    """
+
+    name = "platipus"
+    default_adapt = "all"
+    backbone_batch_norm = "task"
+    model_config_keys = ("num_samples",)
+
+    def __init__(self, *args: Any, num_samples: int = DEFAULT_NUM_SAMPLES, train_samples: int = 1,
+                 kl_weight: float = DEFAULT_KL_WEIGHT, initial_std: float = DEFAULT_INITIAL_STD,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if num_samples < 1 or train_samples < 1:
+            raise ValueError(f"PLATIPUS needs num_samples >= 1 and train_samples >= 1, got "
+                             f"{num_samples} and {train_samples}")
+        if kl_weight < 0 or initial_std <= 0:
+            raise ValueError(f"kl_weight must be >= 0 and initial_std > 0, got {kl_weight} and {initial_std}")
+        if self.vectorize or self.inner_batch_size is not None:
+            raise ValueError("PLATIPUS adapts task by task on the whole support set: set "
+                             "inner.vectorize=false and leave inner.batch_size unset")
+        self.num_samples, self.train_samples, self.kl_weight = num_samples, train_samples, kl_weight
+        self.adapted_order = [n for n, _ in self.network.named_parameters() if n in self.adapted_names]
+        shapes = dict(self.network.named_parameters())
+
+        def log_stds() -> nn.ParameterDict:
+            return nn.ParameterDict({rate_key(n): nn.Parameter(torch.full_like(shapes[n], math.log(initial_std)))
+                                     for n in self.adapted_order})
+
+        self.prior_log_std, self.posterior_log_std = log_stds(), log_stds()
+        self.prior_step = nn.Parameter(torch.tensor(float(self.inner_lr)))
+        self.posterior_step = nn.Parameter(torch.tensor(float(self.inner_lr)))
+
+    def adaptation_cost(self) -> str:
+        return f"{self.num_samples} samples, each: {super().adaptation_cost()}, plus one gradient for the prior mean"
+
+    # -- noise and Gaussians ------------------------------------------------------------------
+    def sample_noise(self, num_samples: int, generator: torch.Generator | None = None) -> list[Params]:
+        """``num_samples`` standard-normal draws shaped like the adapted parameters."""
+        shapes = parameters_of(self.network)
+        return [{n: torch.randn(shapes[n].shape, generator=generator, dtype=shapes[n].dtype,
+                                device=shapes[n].device) for n in self.adapted_order}
+                for _ in range(num_samples)]
+
+    def _sample(self, mean: Params, log_std: nn.ParameterDict, noise: Params) -> Params:
+        return {n: mean[n] + log_std[rate_key(n)].exp() * noise[n] for n in self.adapted_order}
+
+    def kl_divergence(self, posterior_mean: Params, prior_mean: Params) -> Tensor:
+        """The KL of the task's posterior from its prior, summed over the adapted entries."""
+        return sum(gaussian_kl(posterior_mean[n], self.posterior_log_std[rate_key(n)],
+                               prior_mean[n], self.prior_log_std[rate_key(n)]) for n in self.adapted_order)
+
+    # -- the network as a function of the adapted parameters -----------------------------------
+    def _first_order(self) -> bool:
+        return self.order == "first" or not torch.is_grad_enabled()
+
+    def _support_function(self, support_x: Tensor) -> OutputFunction:
+        """Support outputs; used only inside gradients, so constant inputs under first order."""
+        if self._head_only():
+            features = self.network.body(support_x)
+            return self._head_on(features.detach() if self._first_order() else features)
+        frozen = {n: t for n, t in parameters_of(self.network).items() if n not in self.adapted_names}
+        if self._first_order():
+            frozen = {n: t.detach() for n, t in frozen.items()}
+        return lambda adapted: run(self.network, {**frozen, **adapted}, support_x)
+
+    def _query_function(self, support_x: Tensor, query_x: Tensor) -> OutputFunction:
+        """Query outputs (transductive or each query with the support set, as GradientLearner)."""
+        if self._head_only():
+            if self.transductive or not self.has_batch_norm:
+                return self._head_on(self.network.body(query_x))
+            return self._head_on(self._grouped_predict(self.network.body, support_x, query_x))
+        frozen = {n: t for n, t in parameters_of(self.network).items() if n not in self.adapted_names}
+        return lambda adapted: GradientLearner.predict(self, AdaptedState({**frozen, **adapted}, support_x),
+                                                       query_x)
+
+    def _head_on(self, features: Tensor) -> OutputFunction:
+        return lambda adapted: run(self.network.head, {n.removeprefix(HEAD_PREFIX): t for n, t in adapted.items()},
+                                   features)
+
+    def _mean_step(self, outputs: OutputFunction, targets: Tensor, step: Tensor) -> Params:
+        """``mean - step * grad(loss)(mean)`` over the adapted parameters."""
+        mean = {n: p for n, p in parameters_of(self.network).items() if n in self.adapted_names}
+        loss = lambda p: self.loss(outputs(p), targets)  # noqa: E731
+        if self._first_order():
+            grads = torch.func.grad(loss)({n: t.detach() for n, t in mean.items()})
+            grads = {n: g.detach() for n, g in grads.items()}
+        else:
+            grads = torch.func.grad(loss)(mean)
+        return {n: mean[n] - step * grads[n] for n in self.adapted_order}
+
+    def _inner_loop(self, support: OutputFunction, support_y: Tensor, theta: Params) -> Params:
+        return inner_loop(lambda p, step: self.loss(support(p), support_y), theta, set(theta),
+                          self.inner_optimizer(), self.current_inner_steps, self.order,
+                          checkpoint=self.checkpoint)
+
+    # -- test time (Algorithm 2) ----------------------------------------------------------------
+    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int, noise: Noise | None = None) -> SampledState:
+        """Sample ``num_samples`` initializations from the prior given the support set, adapt each."""
+        self._check_ways(ways)
+        support = self._support_function(support_x)
+        prior_mean = self._mean_step(support, support_y, self.prior_step)
+        noise = self.sample_noise(self.num_samples) if noise is None else noise
+        samples = tuple(self._inner_loop(support, support_y, self._sample(prior_mean, self.prior_log_std, draw))
+                        for draw in noise)
+        return SampledState(samples, support_x)
+
+    def sampled_outputs(self, state: SampledState, query_x: Tensor) -> Tensor:
+        """Outputs ``[M, Q, outputs]`` of every sampled adapted network on the queries."""
+        query = self._query_function(state.support_x, query_x)
+        return torch.stack([query(sample) for sample in state.samples])
+
+    def predict(self, state: SampledState, query_x: Tensor) -> Tensor:
+        """Log of the sample-averaged probabilities, or the sample-averaged regression output."""
+        return self._combine(self.sampled_outputs(state, query_x))
+
+    def _combine(self, outputs: Tensor) -> Tensor:
+        if self.task == "regression":
+            return outputs.mean(0)
+        return torch.logsumexp(F.log_softmax(outputs, dim=-1), dim=0) - math.log(outputs.shape[0])
+
+    def _all_sampled_outputs(self, episodes: Episodes, noise: Sequence[Noise] | None) -> Tensor:
+        """Outputs ``[M, T, Q, outputs]`` for every task; ``noise[t]`` fixes task ``t``'s draws."""
+        outputs = []
+        for t in range(episodes.num_tasks):
+            episode = episodes[t]
+            state = self.adapt(episode.support_x, episode.support_y, episodes.ways,
+                               None if noise is None else noise[t])
+            outputs.append(self.sampled_outputs(state, episode.query_x))
+        return torch.stack(outputs, dim=1)
+
+    def query_logits(self, episodes: Episodes) -> Tensor:
+        return self._combine(self._all_sampled_outputs(episodes, None))
+
+    def predictive(self, episodes: Episodes, noise: Sequence[Noise] | None = None) -> Predictive:
+        """Sample-averaged class probabilities, or a Gaussian mixture over the samples."""
+        return self._predictive_of(self._all_sampled_outputs(episodes, noise))
+
+    def _predictive_of(self, outputs: Tensor) -> Predictive:
+        if self.task == "classification":
+            return CategoricalPredictive.average(outputs, dim=0)
+        return GaussianMixturePredictive.from_samples(outputs, self.noise_log_std.exp().expand_as(outputs))
+
+    def episode_metric(self, episodes: Episodes) -> Tensor:
+        """Per-task accuracy of the averaged probabilities, or MSE of the mixture's mean."""
+        return self._metric_of(self.predictive(episodes), episodes)
+
+    def _metric_of(self, predictive: Predictive, episodes: Episodes) -> Tensor:
+        if isinstance(predictive, GaussianMixturePredictive):
+            return (predictive.mean - episodes.query_y.squeeze(-1).to(torch.float64)).square().mean(1)
+        accuracy = (predictive.probs.argmax(-1) == episodes.query_y).to(torch.float64).mean(1)
+        finite = torch.isfinite(predictive.probs).flatten(1).all(1)
+        return torch.where(finite, accuracy, torch.full_like(accuracy, float("nan")))
+
+    # -- training (Algorithm 1) -----------------------------------------------------------------
+    def meta_loss(self, episodes: Episodes, noise: Sequence[Noise] | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Mean over tasks of the sampled query loss plus ``kl_weight`` times the KL; ``noise[t]``
+        (``train_samples`` draws) fixes task ``t``'s samples, else they come from torch's generator."""
+        self._check_ways(episodes.ways)
+        query_losses, kls, outputs = [], [], []
+        for t in range(episodes.num_tasks):
+            episode = episodes[t]
+            support = self._support_function(episode.support_x)
+            query = self._query_function(episode.support_x, episode.query_x)
+            prior_mean = self._mean_step(support, episode.support_y, self.prior_step)
+            posterior_mean = self._mean_step(query, episode.query_y, self.posterior_step)
+            draws = self.sample_noise(self.train_samples) if noise is None else noise[t]
+            task_outputs = torch.stack([
+                query(self._inner_loop(support, episode.support_y,
+                                       self._sample(posterior_mean, self.posterior_log_std, draw)))
+                for draw in draws])
+            query_losses.append(torch.stack([self.loss(o, episode.query_y) for o in task_outputs]).mean())
+            kls.append(self.kl_divergence(posterior_mean, prior_mean))
+            outputs.append(task_outputs)
+        query_loss, kl = torch.stack(query_losses).mean(), torch.stack(kls).mean()
+        loss = query_loss + self.kl_weight * kl
+        sampled = torch.stack(outputs, dim=1)  # [M, T, Q, outputs]
+        metrics = {"query_loss": float(query_loss.detach()), "kl": float(kl.detach())}
+        predictive = self._predictive_of(sampled.detach())
+        if self.task == "regression":  # fit the noise std to the mixture the samples make
+            noise_nll = -predictive.log_prob(episodes.query_y).mean().to(loss.dtype)
+            loss = loss + noise_nll
+            metrics["nll"] = float(noise_nll.detach())
+        metrics[self.metric_name] = float(self._metric_of(predictive, episodes).mean())
+        return loss, metrics
