@@ -55,7 +55,6 @@ MODEL_OPTION_OWNERS: dict[str, tuple[str, ...]] = {
     "num_samples": ("np", "anp", "versa", "platipus"), "num_particles": ("bmaml",),
     "kernel": ("dkt",),
 }
-KERNELS = ("rbf", "matern52")
 
 
 def without_inapplicable_model_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +354,9 @@ def _validate_model_options(config: Config) -> None:
     if model.svm_c is not None and model.svm_c <= 0:
         raise ConfigError(f"model.svm_c must be > 0, got {model.svm_c}")
     if model.kernel is not None:
-        _choice("model.kernel", model.kernel, KERNELS)
+        from innerloop.algorithms.probabilistic.deep_kernel_transfer import DKT_KERNELS
+
+        _choice("model.kernel", model.kernel, DKT_KERNELS)
     for key, owners in MODEL_OPTION_OWNERS.items():
         if getattr(model, key) not in (None, False) and model.algorithm not in owners:
             raise ConfigError(f"model.{key} applies to {', '.join(owners)} only; {model.algorithm} "
