@@ -3,7 +3,12 @@
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.metric import TADAM, MatchingNet, MetaOptNetSVM, ProtoNet, R2D2, RelationNet, Siamese
 from innerloop.algorithms.model import LEO, SNAIL, HyperNetwork, InContextTransformer, MemoryAugmentedNetwork
-from innerloop.algorithms.probabilistic import DeepKernelTransfer
+from innerloop.algorithms.probabilistic import (
+    AttentiveNeuralProcess,
+    ConditionalNeuralProcess,
+    DeepKernelTransfer,
+    NeuralProcess,
+)
 from innerloop.algorithms.optimization import (
     ANIL,
     BOIL,
@@ -20,10 +25,11 @@ from innerloop.algorithms.optimization import (
 ALGORITHMS: dict[str, type[MetaLearner]] = {
     cls.name: cls for cls in (ProtoNet, Siamese, MatchingNet, RelationNet, TADAM, R2D2, MetaOptNetSVM,
                               MemoryAugmentedNetwork, SNAIL, InContextTransformer, HyperNetwork, LEO, MAML, MAMLPlusPlus, MetaLearnerLSTM, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML,
-                              DeepKernelTransfer)
+                              DeepKernelTransfer, ConditionalNeuralProcess, NeuralProcess,
+                              AttentiveNeuralProcess)
 }
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaLearnerLSTM", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML", "MatchingNet", "MetaOptNetSVM", "R2D2", "RelationNet", "Siamese", "TADAM",
            "HyperNetwork", "InContextTransformer", "LEO", "MemoryAugmentedNetwork", "SNAIL",
-           "DeepKernelTransfer"]
+           "DeepKernelTransfer", "ConditionalNeuralProcess", "NeuralProcess", "AttentiveNeuralProcess"]

@@ -28,23 +28,13 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     interval coverage) and its figures are saved next to the report.
     """
     run_dir = Path(run_dir)
-    if checkpoint not in ("best", "last"):
-        raise InnerloopError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
-    path = run_dir / (BEST if checkpoint == "best" else LAST)
-    if checkpoint == "best" and not path.is_file() and (run_dir / LAST).is_file():
-        raise InnerloopError(f"{run_dir} has no best.pt yet (no validation has run); evaluate "
-                             f"its last.pt with --checkpoint last, or finish training first")
-    payload = load_checkpoint(path)
     allowed = ("data.test_split", "num_threads", "inner.eval_steps")
     for assignment in overrides or []:
         key = assignment.split("=", 1)[0].strip()
         if not (key.startswith("eval.") or key in allowed):
             raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
                                  f"'{key}' is fixed by the trained run")
-    config: Config = config_from_dict(without_inapplicable_model_options(payload["config"]), overrides)
-    set_threads(config)
-    learner = build_learner(config)
-    learner.load_state_dict(payload["model"])
+    config, learner, payload, path = load_run(run_dir, checkpoint, overrides)
     split = load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
     evaluation = config.eval
     sampler = build_sampler(config, split, evaluation.ways, evaluation.shots, evaluation.queries)
@@ -82,6 +72,25 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     report = dataclasses.replace(report, figures=save_figures(learner, report, uncertainty, sampler, run_dir))
     report.save(run_dir)
     return report
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best",
+             overrides: list[str] | None = None) -> tuple[Config, MetaLearner, dict, Path]:
+    """A trained run's config (with ``overrides``), its learner with the weights of
+    ``checkpoint`` (``best`` or ``last``), the checkpoint's payload and its path."""
+    run_dir = Path(run_dir)
+    if checkpoint not in ("best", "last"):
+        raise InnerloopError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
+    path = run_dir / (BEST if checkpoint == "best" else LAST)
+    if checkpoint == "best" and not path.is_file() and (run_dir / LAST).is_file():
+        raise InnerloopError(f"{run_dir} has no best.pt yet (no validation has run); evaluate "
+                             f"its last.pt with --checkpoint last, or finish training first")
+    payload = load_checkpoint(path)
+    config = config_from_dict(without_inapplicable_model_options(payload["config"]), overrides)
+    set_threads(config)
+    learner = build_learner(config)
+    learner.load_state_dict(payload["model"])
+    return config, learner, payload, path
 
 
 def save_figures(learner: MetaLearner, report: EvaluationReport, uncertainty: UncertaintyResult,
