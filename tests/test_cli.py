@@ -31,6 +31,10 @@ def test_train_then_eval_end_to_end_on_real_omniglot(tmp_path, omniglot_root, ca
     headline = report["results"][0]
     assert headline["inner_steps"] is None
     assert 0.5 < headline["mean"] <= 1.0 and headline["ci95"] > 0  # chance: 0.2
+    assert set(report["uncertainty"]) == {"nll", "brier", "ece"}
+    assert 0 < report["uncertainty"]["nll"][0] < 1.6  # below the NLL of uniform guessing, log 5
+    assert report["figures"] == ["eval-test-5w1s15q-best-40ep-seed0-reliability.png"]
+    assert (run_dir / report["figures"][0]).stat().st_size > 10_000
 
     code = main(["eval", str(run_dir), "--ways", "20", "--episodes", "30", "--set", "num_threads=1",
                  "--data-root", str(omniglot_root)])
@@ -38,6 +42,24 @@ def test_train_then_eval_end_to_end_on_real_omniglot(tmp_path, omniglot_root, ca
     twenty = json.loads((run_dir / "eval-test-20w1s15q-best-30ep-seed0.json").read_text())
     assert twenty["ways"] == 20 and twenty["episodes"] == 30
     assert "20-way 1-shot" in (run_dir / "eval-test-20w1s15q-best-30ep-seed0.md").read_text()
+
+
+def test_regression_run_reports_nll_and_coverage_and_draws_its_bands(tmp_path, capsys):
+    recipe = str(Path(RECIPE).parents[1] / "gp" / "dkt-gp.yaml")
+    run_dir = tmp_path / "dkt"
+    settings = ["num_threads=1", "train.steps=40", "train.val_every=20", "train.val_episodes=20",
+                "train.log_every=20", "eval.episodes=30", "eval.queries=20", "optim.lr=0.01"]
+    code = main(["train", recipe, "--run-dir", str(run_dir), "--quiet",
+                 *[part for setting in settings for part in ("--set", setting)]])
+    assert code == 0
+    report = json.loads((run_dir / "eval-test-1w10s20q-best-30ep-seed0.json").read_text())
+    assert report["metric"] == "mse" and report["dataset"] == "gp"
+    assert set(report["uncertainty"]) == {"nll", "coverage_0.5", "coverage_0.9", "coverage_0.95"}
+    low, middle, high = (report["uncertainty"][f"coverage_{level}"][0] for level in ("0.5", "0.9", "0.95"))
+    assert 0 <= low <= middle <= high <= 1
+    assert [name.rsplit("-", 1)[1] for name in report["figures"]] == ["bands.png", "coverage.png"]
+    markdown = (run_dir / "eval-test-1w10s20q-best-30ep-seed0.md").read_text()
+    assert "coverage of the central 90% interval" in markdown and "negative log-likelihood" in markdown
 
 
 def test_user_errors_are_one_line_messages_without_traceback(tmp_path, capsys):
