@@ -261,6 +261,19 @@ def test_classification_averages_particle_probabilities_and_vmap_matches_the_loo
         torch.testing.assert_close(a, b)
 
 
+def test_non_transductive_queries_are_predicted_from_the_support_set_and_themselves_only():
+    learner = image_learner(transductive=False)
+    episode = image_episodes(1)[0]
+    state = learner.adapt(episode.support_x, episode.support_y, WAYS)
+    changed = episode.query_x.clone()
+    changed[1:] = torch.rand_like(changed[1:])
+    first = learner.predict(state, episode.query_x)[0]
+    torch.testing.assert_close(learner.predict(state, changed)[0], first)
+    alone = learner.predict(state, episode.query_x[:1])[0]
+    torch.testing.assert_close(alone, first)
+    assert not torch.allclose(learner.predict(state, changed)[1], learner.predict(state, episode.query_x)[1])
+
+
 def test_head_only_particles_share_the_body_and_the_kernel_sees_the_head_only():
     learner = image_learner(adapt="head", inner_steps=1)
     assert {n.split(".", 2)[2] for n, _ in learner.named_parameters() if n.startswith("particles.")} \

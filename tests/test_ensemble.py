@@ -77,3 +77,23 @@ def test_classification_ensemble_averages_member_probabilities():
         assert torch.allclose(probs, expected)
         accuracy = (expected.argmax(-1) == episodes.query_y).double().mean(1)
         assert torch.equal(ensemble.episode_metric(episodes), accuracy)
+
+
+def test_member_zero_of_a_trained_ensemble_is_the_single_learner_trained_alone(tmp_path):
+    from benchmarks.ensemble_member import extract_member
+    from innerloop.evaluate.run import load_run
+    from innerloop.train.trainer import Trainer
+
+    def trained(ensemble: int, name: str):
+        values = regression_config(ensemble)
+        values["train"] |= {"steps": 12, "meta_batch_size": 4, "val_every": 6, "val_episodes": 8,
+                            "checkpoint_every": 6, "log_every": 6}
+        values["eval"] |= {"episodes": 8}
+        Trainer(config_from_dict(values), tmp_path / name, progress=False).fit()
+        return tmp_path / name
+
+    extract_member(trained(3, "ensemble"), 0, tmp_path / "member0")
+    _, member, _, _ = load_run(tmp_path / "member0", "last")
+    _, single, _, _ = load_run(trained(1, "single"), "last")
+    for (name, tensor), other in zip(single.state_dict().items(), member.state_dict().values()):
+        assert torch.allclose(tensor, other, atol=1e-6), name

@@ -88,6 +88,7 @@ class InnerConfig:
     cg_steps: int = 5  # imaml: conjugate-gradient iterations
     cg_damping: float = 0.0  # imaml: added to the Hessian
     context_dim: int = 100  # cavia: size of the per-task context vector
+    leader_steps: int = 1  # bmaml: extra SVGD steps of the leader on support + query
     multi_step_loss_steps: int = 5000  # mamlpp: outer steps over which the multi-step loss anneals
     first_order_steps: int = 25000  # mamlpp: outer steps run first order before `order` applies
     transductive: bool = True  # BatchNorm over the query batch (MAML) or support + one query
@@ -402,6 +403,7 @@ def _validate_inner(config: Config) -> None:
         raise ConfigError(f"inner.proximal_strength must be > 0, got {inner.proximal_strength}")
     _at_least("inner.cg_steps", inner.cg_steps, 1)
     _at_least("inner.context_dim", inner.context_dim, 1)
+    _at_least("inner.leader_steps", inner.leader_steps, 1)
     _at_least("inner.multi_step_loss_steps", inner.multi_step_loss_steps, 0)
     _at_least("inner.first_order_steps", inner.first_order_steps, 0)
     if inner.checkpoint and config.model.algorithm in ("imaml", "reptile"):

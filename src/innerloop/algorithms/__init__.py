@@ -5,6 +5,7 @@ from innerloop.algorithms.metric import TADAM, MatchingNet, MetaOptNetSVM, Proto
 from innerloop.algorithms.model import LEO, SNAIL, HyperNetwork, InContextTransformer, MemoryAugmentedNetwork
 from innerloop.algorithms.probabilistic import (
     AttentiveNeuralProcess,
+    BayesianMAML,
     ConditionalNeuralProcess,
     DeepKernelTransfer,
     NeuralProcess,
@@ -26,10 +27,11 @@ ALGORITHMS: dict[str, type[MetaLearner]] = {
     cls.name: cls for cls in (ProtoNet, Siamese, MatchingNet, RelationNet, TADAM, R2D2, MetaOptNetSVM,
                               MemoryAugmentedNetwork, SNAIL, InContextTransformer, HyperNetwork, LEO, MAML, MAMLPlusPlus, MetaLearnerLSTM, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML,
                               DeepKernelTransfer, ConditionalNeuralProcess, NeuralProcess,
-                              AttentiveNeuralProcess)
+                              AttentiveNeuralProcess, BayesianMAML)
 }
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaLearnerLSTM", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML", "MatchingNet", "MetaOptNetSVM", "R2D2", "RelationNet", "Siamese", "TADAM",
            "HyperNetwork", "InContextTransformer", "LEO", "MemoryAugmentedNetwork", "SNAIL",
-           "DeepKernelTransfer", "ConditionalNeuralProcess", "NeuralProcess", "AttentiveNeuralProcess"]
+           "DeepKernelTransfer", "ConditionalNeuralProcess", "NeuralProcess", "AttentiveNeuralProcess",
+           "BayesianMAML"]

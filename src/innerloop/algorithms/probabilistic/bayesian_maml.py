@@ -21,9 +21,19 @@ likelihood of variance 1/2, i.e. MSE as the NLL up to a constant). Second order 
 the meta-gradient goes through the chaser's scores and kernel; first order stops it at the
 scores only (the kernel term stays differentiable; it is cheap).
 
-Parameters that do not adapt (the body with ``adapt="head"``) are one shared copy, meta-learned
-through the chaser's steps; the kernel sees only the particles. With ``adapt="head"`` the body's
-features are computed once per task, as in ANIL.
+The leader's log posterior is the same per-example mean over the ``S + Q`` examples of support
+and query. The RBF kernel and its median-heuristic bandwidth (detached) are those of
+:func:`~innerloop.functional.svgd.svgd_direction`.
+
+Storage: the particles are ``M`` parameter dicts (``particles.<m>.<name>``, each tensor of its
+network shape, so ``channels_last`` applies), stacked when used; the network itself keeps only
+the parameters that do not adapt. Those (the body with ``adapt="head"``) are one copy shared by
+all particles and meta-learned through the chaser's steps; the kernel and the prior see only the
+particles. With ``adapt="head"`` the body's features are computed once per task, as in ANIL.
+
+Paths: with ``vectorize`` the tasks and the particles both run under ``torch.func.vmap`` (the
+sinusoid MLP: ~1.3x faster than a particle loop); without, both are Python loops (Conv-4 on CPU:
+a particle loop is ~2x faster than vmap on 80 images). Tests check the two agree.
 
 Predictive: classification averages the particles' softmax probabilities; regression is an
 equal-weight mixture of ``N(network(theta_m, x), exp(noise_log_std)^2)`` over particles, one
@@ -34,6 +44,7 @@ detached (so it only calibrates the spread; the chaser loss alone trains the par
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +79,7 @@ class BayesianMAML(GradientLearner):
     name = "bmaml"
     default_adapt = "all"
     model_config_keys = ("num_particles",)
+    inner_config_keys = ("leader_steps",)
 
     def __init__(self, *args: Any, num_particles: int = 5, leader_steps: int = 1,
                  prior_std: float | None = None, **kwargs: Any) -> None:
@@ -108,9 +120,11 @@ class BayesianMAML(GradientLearner):
     # -- parameters ---------------------------------------------------------------------------
     def start_particles(self) -> Params:
         """The meta-learned particles stacked: ``{name: [M, ...]}``."""
-        return {name: torch.stack([p[rate_key(name)] for p in self.particles]) for name in self.particle_names}
+        return {name: torch.stack([particle[rate_key(name)] for particle in self.particles])
+                for name in self.particle_names}
 
     def shared_parameters(self) -> Params:
+        """The parameters that do not adapt (one copy for all particles)."""
         return parameters_of(self.network)
 
     # -- SVGD on a log posterior --------------------------------------------------------------
@@ -129,9 +143,12 @@ class BayesianMAML(GradientLearner):
             return head_outputs, features
 
         def network_outputs(params: Params, x: Tensor) -> Tensor:
+            rest = {n: t for n, t in params.items() if n not in self.adapted_names}
             particles = {n: params[n] for n in self.particle_names}
-            rest = {n: t for n, t in params.items() if n not in particles}
-            return torch.func.vmap(lambda p: run(self.network, {**rest, **p}, x))(particles)
+            if self.vectorize:
+                return torch.func.vmap(lambda p: run(self.network, {**rest, **p}, x))(particles)
+            return torch.stack([run(self.network, {**rest, **{n: t[m] for n, t in particles.items()}}, x)
+                                for m in range(self.num_particles)])
 
         return network_outputs, inputs
 
@@ -206,7 +223,7 @@ class BayesianMAML(GradientLearner):
         """The ensemble's ``[Q, outputs]``: log of the averaged probabilities, or the mean output."""
         outputs = self.particle_outputs(state, query_x)
         if self.task == "classification":
-            return torch.log_softmax(outputs, -1).logsumexp(0) - torch.log(outputs.new_tensor(outputs.shape[0]))
+            return torch.log_softmax(outputs, -1).logsumexp(0) - math.log(outputs.shape[0])
         return outputs.mean(0)
 
     def _over_tasks(self, function: Callable[..., Any], *tensors: Tensor) -> Any:
@@ -260,7 +277,7 @@ class BayesianMAML(GradientLearner):
             return chaser_loss, metrics
         means = outputs.squeeze(-1).transpose(1, 2)  # [T, Q, M], detached
         mixture = GaussianMixturePredictive(means, self.noise_log_std.exp().expand_as(means))
-        noise_nll = -mixture.log_prob(episodes.query_y).mean()
+        noise_nll = -mixture.log_prob(episodes.query_y).mean().to(chaser_loss.dtype)
         metrics["mse"] = float((means.mean(-1) - episodes.query_y.squeeze(-1)).square().mean())
         metrics["nll"] = float(noise_nll.detach())
         return chaser_loss + noise_nll, metrics

@@ -19,9 +19,9 @@ Regression (``K = 2``: a mean and a raw standard deviation, so the noise may var
     weight_mean, weight_log_variance, bias_mean, bias_log_variance = amortization(pooled)
     mean = outputs[..., 0],  std = softplus(outputs[..., 1]) + 1e-3
 
-The brief pooled ``[backbone(x_i), y_i]`` directly; a mean of concatenations is
-``[mean φ, mean y]`` and loses which y goes with which x, so each point first goes through
-``point_encoder`` (a DeepSets encoder) and the mean is taken after it.
+Pooling ``[backbone(x_i), y_i]`` directly would give ``[mean φ, mean y]``, which loses which y
+goes with which x, so each point first goes through ``point_encoder`` (a DeepSets encoder) and
+the mean is taken after it.
 
 Objective (the paper's amortized predictive objective; it has no KL term, and neither has this
 code): with ``L = num_samples`` reparameterised samples ``ψ_l ~ q`` per task,
