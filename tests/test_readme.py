@@ -71,3 +71,20 @@ def test_readme_metric_and_model_example_runs(omniglot_root, monkeypatch, capsys
     printed = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in printed] == ["relation", "r2d2", "snail"]
     assert all("transductive: False" in line and "support set" in line for line in printed)
+
+
+def test_readme_probabilistic_example_runs(tmp_path, monkeypatch, capsys):
+    block = re.search(r"### Probabilistic methods and calibrated uncertainty\n\n.*?```python\n(.*?)```",
+                      README.read_text(), re.S)
+    assert block, "the README lost its probabilistic example"
+    code = block.group(1)
+    shortened = code.replace("range(1000)", "range(60)").replace("FixedEpisodes(test, 200,", "FixedEpisodes(test, 30,")
+    assert shortened.count("range(60)") == 1 and "FixedEpisodes(test, 30," in shortened
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["cnp", "dkt"]
+    assert all("90% interval covers" in line for line in printed)
+    assert (tmp_path / "gp-bands.png").stat().st_size > 20_000
