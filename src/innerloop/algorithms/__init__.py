@@ -9,6 +9,7 @@ from innerloop.algorithms.probabilistic import (
     ConditionalNeuralProcess,
     DeepKernelTransfer,
     NeuralProcess,
+    VERSA,
 )
 from innerloop.algorithms.optimization import (
     ANIL,
@@ -27,11 +28,11 @@ ALGORITHMS: dict[str, type[MetaLearner]] = {
     cls.name: cls for cls in (ProtoNet, Siamese, MatchingNet, RelationNet, TADAM, R2D2, MetaOptNetSVM,
                               MemoryAugmentedNetwork, SNAIL, InContextTransformer, HyperNetwork, LEO, MAML, MAMLPlusPlus, MetaLearnerLSTM, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML,
                               DeepKernelTransfer, ConditionalNeuralProcess, NeuralProcess,
-                              AttentiveNeuralProcess, BayesianMAML)
+                              AttentiveNeuralProcess, BayesianMAML, VERSA)
 }
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaLearnerLSTM", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML", "MatchingNet", "MetaOptNetSVM", "R2D2", "RelationNet", "Siamese", "TADAM",
            "HyperNetwork", "InContextTransformer", "LEO", "MemoryAugmentedNetwork", "SNAIL",
            "DeepKernelTransfer", "ConditionalNeuralProcess", "NeuralProcess", "AttentiveNeuralProcess",
-           "BayesianMAML"]
+           "BayesianMAML", "VERSA"]
