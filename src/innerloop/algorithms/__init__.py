@@ -9,6 +9,7 @@ from innerloop.algorithms.probabilistic import (
     ConditionalNeuralProcess,
     DeepKernelTransfer,
     NeuralProcess,
+    PLATIPUS,
     VERSA,
 )
 from innerloop.algorithms.optimization import (
@@ -28,11 +29,11 @@ ALGORITHMS: dict[str, type[MetaLearner]] = {
     cls.name: cls for cls in (ProtoNet, Siamese, MatchingNet, RelationNet, TADAM, R2D2, MetaOptNetSVM,
                               MemoryAugmentedNetwork, SNAIL, InContextTransformer, HyperNetwork, LEO, MAML, MAMLPlusPlus, MetaLearnerLSTM, MetaSGD, ANIL, BOIL, CAVIA, Reptile, iMAML,
                               DeepKernelTransfer, ConditionalNeuralProcess, NeuralProcess,
-                              AttentiveNeuralProcess, BayesianMAML, VERSA)
+                              AttentiveNeuralProcess, BayesianMAML, VERSA, PLATIPUS)
 }
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "GradientLearner", "MAML", "MAMLPlusPlus", "MetaLearner", "MetaLearnerLSTM", "MetaSGD", "ProtoNet",
            "Reptile", "iMAML", "MatchingNet", "MetaOptNetSVM", "R2D2", "RelationNet", "Siamese", "TADAM",
            "HyperNetwork", "InContextTransformer", "LEO", "MemoryAugmentedNetwork", "SNAIL",
            "DeepKernelTransfer", "ConditionalNeuralProcess", "NeuralProcess", "AttentiveNeuralProcess",
-           "BayesianMAML", "VERSA"]
+           "BayesianMAML", "VERSA", "PLATIPUS"]

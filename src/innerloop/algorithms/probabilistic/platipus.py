@@ -35,7 +35,7 @@ the gradient itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +52,8 @@ from innerloop.tasks.episodes import Episodes
 DEFAULT_NUM_SAMPLES = 10
 DEFAULT_KL_WEIGHT = 1e-3
 DEFAULT_INITIAL_STD = 0.01
-Noise = Sequence[Params]  # one standard-normal draw per sample, by adapted parameter name
 OutputFunction = Callable[[Params], Tensor]  # adapted parameters -> network outputs
+TaskFunction = Callable[[Tensor, Tensor, Tensor, Tensor, Params], tuple[Tensor, ...]]
 
 
 def gaussian_kl(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor) -> Tensor:
@@ -95,9 +95,8 @@ class PLATIPUS(GradientLearner):
                              f"{num_samples} and {train_samples}")
         if kl_weight < 0 or initial_std <= 0:
             raise ValueError(f"kl_weight must be >= 0 and initial_std > 0, got {kl_weight} and {initial_std}")
-        if self.vectorize or self.inner_batch_size is not None:
-            raise ValueError("PLATIPUS adapts task by task on the whole support set: set "
-                             "inner.vectorize=false and leave inner.batch_size unset")
+        if self.inner_batch_size is not None:
+            raise ValueError("PLATIPUS adapts on the whole support set: leave inner.batch_size unset")
         self.num_samples, self.train_samples, self.kl_weight = num_samples, train_samples, kl_weight
         self.adapted_order = [n for n, _ in self.network.named_parameters() if n in self.adapted_names]
         shapes = dict(self.network.named_parameters())
@@ -114,12 +113,11 @@ class PLATIPUS(GradientLearner):
         return f"{self.num_samples} samples, each: {super().adaptation_cost()}, plus one gradient for the prior mean"
 
     # -- noise and Gaussians ------------------------------------------------------------------
-    def sample_noise(self, num_samples: int, generator: torch.Generator | None = None) -> list[Params]:
-        """``num_samples`` standard-normal draws shaped like the adapted parameters."""
+    def sample_noise(self, num_tasks: int, num_samples: int, generator: torch.Generator | None = None) -> Params:
+        """Standard-normal draws ``[num_tasks, num_samples, *shape]`` for every adapted parameter."""
         shapes = parameters_of(self.network)
-        return [{n: torch.randn(shapes[n].shape, generator=generator, dtype=shapes[n].dtype,
-                                device=shapes[n].device) for n in self.adapted_order}
-                for _ in range(num_samples)]
+        return {n: torch.randn((num_tasks, num_samples, *shapes[n].shape), generator=generator,
+                               dtype=shapes[n].dtype, device=shapes[n].device) for n in self.adapted_order}
 
     def _sample(self, mean: Params, log_std: nn.ParameterDict, noise: Params) -> Params:
         return {n: mean[n] + log_std[rate_key(n)].exp() * noise[n] for n in self.adapted_order}
@@ -173,15 +171,30 @@ class PLATIPUS(GradientLearner):
                           self.inner_optimizer(), self.current_inner_steps, self.order,
                           checkpoint=self.checkpoint)
 
+    # -- over the tasks of a batch ------------------------------------------------------------
+    def _over_tasks(self, function: TaskFunction, episodes: Episodes, noise: Params) -> tuple[Tensor, ...]:
+        """``function(support_x, support_y, query_x, query_y, noise)`` of every task, stacked along
+        dimension 0: a per-task loop, or ``torch.func.vmap`` with ``vectorize`` (noise is drawn
+        before, so the vmapped function is deterministic)."""
+        inputs = (episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y)
+        if self.vectorize:
+            return torch.func.vmap(function)(*inputs, noise)
+        results = [function(*(tensor[t] for tensor in inputs), {n: v[t] for n, v in noise.items()})
+                   for t in range(episodes.num_tasks)]
+        return tuple(torch.stack(parts) for parts in zip(*results))
+
     # -- test time (Algorithm 2) ----------------------------------------------------------------
-    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int, noise: Noise | None = None) -> SampledState:
-        """Sample ``num_samples`` initializations from the prior given the support set, adapt each."""
+    def adapt(self, support_x: Tensor, support_y: Tensor, ways: int, noise: Params | None = None) -> SampledState:
+        """Sample initializations from the prior given the support set and adapt each; ``noise``
+        (``[M, *shape]`` per adapted parameter) fixes the draws, else ``num_samples`` are drawn."""
         self._check_ways(ways)
+        noise = {n: v[0] for n, v in self.sample_noise(1, self.num_samples).items()} if noise is None else noise
         support = self._support_function(support_x)
         prior_mean = self._mean_step(support, support_y, self.prior_step)
-        noise = self.sample_noise(self.num_samples) if noise is None else noise
-        samples = tuple(self._inner_loop(support, support_y, self._sample(prior_mean, self.prior_log_std, draw))
-                        for draw in noise)
+        draws = next(iter(noise.values())).shape[0]
+        samples = tuple(self._inner_loop(support, support_y, self._sample(prior_mean, self.prior_log_std,
+                                                                          {n: v[m] for n, v in noise.items()}))
+                        for m in range(draws))
         return SampledState(samples, support_x)
 
     def sampled_outputs(self, state: SampledState, query_x: Tensor) -> Tensor:
@@ -198,21 +211,23 @@ class PLATIPUS(GradientLearner):
             return outputs.mean(0)
         return torch.logsumexp(F.log_softmax(outputs, dim=-1), dim=0) - math.log(outputs.shape[0])
 
-    def _all_sampled_outputs(self, episodes: Episodes, noise: Sequence[Noise] | None) -> Tensor:
-        """Outputs ``[M, T, Q, outputs]`` for every task; ``noise[t]`` fixes task ``t``'s draws."""
-        outputs = []
-        for t in range(episodes.num_tasks):
-            episode = episodes[t]
-            state = self.adapt(episode.support_x, episode.support_y, episodes.ways,
-                               None if noise is None else noise[t])
-            outputs.append(self.sampled_outputs(state, episode.query_x))
-        return torch.stack(outputs, dim=1)
+    def _task_samples(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                      noise: Params) -> tuple[Tensor]:
+        return (self.sampled_outputs(self.adapt(support_x, support_y, self.outputs, noise), query_x),)
+
+    def _all_sampled_outputs(self, episodes: Episodes, noise: Params | None) -> Tensor:
+        """Outputs ``[M, T, Q, outputs]`` of every task's samples."""
+        self._check_ways(episodes.ways)
+        noise = self.sample_noise(episodes.num_tasks, self.num_samples) if noise is None else noise
+        (outputs,) = self._over_tasks(self._task_samples, episodes, noise)
+        return outputs.transpose(0, 1)
 
     def query_logits(self, episodes: Episodes) -> Tensor:
         return self._combine(self._all_sampled_outputs(episodes, None))
 
-    def predictive(self, episodes: Episodes, noise: Sequence[Noise] | None = None) -> Predictive:
-        """Sample-averaged class probabilities, or a Gaussian mixture over the samples."""
+    def predictive(self, episodes: Episodes, noise: Params | None = None) -> Predictive:
+        """Sample-averaged class probabilities, or a Gaussian mixture over the samples; ``noise``
+        (``[T, M, *shape]`` per adapted parameter) fixes the draws."""
         return self._predictive_of(self._all_sampled_outputs(episodes, noise))
 
     def _predictive_of(self, outputs: Tensor) -> Predictive:
@@ -232,30 +247,32 @@ class PLATIPUS(GradientLearner):
         return torch.where(finite, accuracy, torch.full_like(accuracy, float("nan")))
 
     # -- training (Algorithm 1) -----------------------------------------------------------------
-    def meta_loss(self, episodes: Episodes, noise: Sequence[Noise] | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Mean over tasks of the sampled query loss plus ``kl_weight`` times the KL; ``noise[t]``
-        (``train_samples`` draws) fixes task ``t``'s samples, else they come from torch's generator."""
+    def _task_objective(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                        noise: Params) -> tuple[Tensor, Tensor, Tensor]:
+        """One task's sampled query loss, KL and sampled outputs ``[M, Q, outputs]``."""
+        support = self._support_function(support_x)
+        query = self._query_function(support_x, query_x)
+        prior_mean = self._mean_step(support, support_y, self.prior_step)
+        posterior_mean = self._mean_step(query, query_y, self.posterior_step)
+        draws = next(iter(noise.values())).shape[0]
+        outputs = torch.stack([
+            query(self._inner_loop(support, support_y, self._sample(posterior_mean, self.posterior_log_std,
+                                                                    {n: v[m] for n, v in noise.items()})))
+            for m in range(draws)])
+        query_loss = torch.stack([self.loss(sample, query_y) for sample in outputs]).mean()
+        return query_loss, self.kl_divergence(posterior_mean, prior_mean), outputs
+
+    def meta_loss(self, episodes: Episodes, noise: Params | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Mean over tasks of the sampled query loss plus ``kl_weight`` times the KL; ``noise``
+        (``[T, train_samples, *shape]`` per adapted parameter) fixes the draws, else they come
+        from torch's global generator."""
         self._check_ways(episodes.ways)
-        query_losses, kls, outputs = [], [], []
-        for t in range(episodes.num_tasks):
-            episode = episodes[t]
-            support = self._support_function(episode.support_x)
-            query = self._query_function(episode.support_x, episode.query_x)
-            prior_mean = self._mean_step(support, episode.support_y, self.prior_step)
-            posterior_mean = self._mean_step(query, episode.query_y, self.posterior_step)
-            draws = self.sample_noise(self.train_samples) if noise is None else noise[t]
-            task_outputs = torch.stack([
-                query(self._inner_loop(support, episode.support_y,
-                                       self._sample(posterior_mean, self.posterior_log_std, draw)))
-                for draw in draws])
-            query_losses.append(torch.stack([self.loss(o, episode.query_y) for o in task_outputs]).mean())
-            kls.append(self.kl_divergence(posterior_mean, prior_mean))
-            outputs.append(task_outputs)
-        query_loss, kl = torch.stack(query_losses).mean(), torch.stack(kls).mean()
+        noise = self.sample_noise(episodes.num_tasks, self.train_samples) if noise is None else noise
+        query_losses, kls, outputs = self._over_tasks(self._task_objective, episodes, noise)
+        query_loss, kl = query_losses.mean(), kls.mean()
         loss = query_loss + self.kl_weight * kl
-        sampled = torch.stack(outputs, dim=1)  # [M, T, Q, outputs]
         metrics = {"query_loss": float(query_loss.detach()), "kl": float(kl.detach())}
-        predictive = self._predictive_of(sampled.detach())
+        predictive = self._predictive_of(outputs.detach().transpose(0, 1))
         if self.task == "regression":  # fit the noise std to the mixture the samples make
             noise_nll = -predictive.log_prob(episodes.query_y).mean().to(loss.dtype)
             loss = loss + noise_nll
