@@ -4,11 +4,12 @@
 
 Member ``k`` of an ensemble trained with ``model.ensemble: M`` and seed ``s`` was initialised
 from seed ``s + k`` and trained on the run's meta-batches (those of seed ``s``); members share
-no parameter and each gets its own loss's gradient, so member 0 is exactly the single learner
-of the same recipe and budget — the single-model baseline, for free (``tests/test_ensemble.py``
-checks it). The new run folder gets the member's weights from ``best.pt`` and ``last.pt`` (at the
-ensemble's best validation step) and the config with ``model.ensemble: 1``; evaluate it with
-``innerloop eval``.
+no parameter and each gets its own loss's gradient, so for a deterministic method member 0 is
+exactly the single learner of the same recipe and budget — the single-model baseline, for free
+(``tests/test_ensemble.py`` checks it). The new run folder gets the member's weights from
+``best.pt`` and ``last.pt`` and the config with ``model.ensemble: 1``; evaluate it with
+``innerloop eval``. Its ``best.pt`` is the step the ensemble's validation chose, not the one the
+member's own validation would have chosen.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import torch
 
 
 def newest_report(run_dir: Path, shots: int) -> dict | None:
-    reports = [path for path in run_dir.glob(f"eval-test-*w{shots}s*.json")]
+    reports = [path for path in run_dir.glob(f"eval-test-*w{shots}s*-best-*.json")]
     if not reports:
         return None
     return json.loads(max(reports, key=lambda path: path.stat().st_mtime).read_text())
@@ -36,7 +36,7 @@ def table_rows(runs: list[Path], shots: list[int]) -> list[dict]:
             rows.append({"run": run_dir.name, "method": report["method"], "dataset": report["dataset"],
                          "ways": report["ways"], "shots": count, "episodes": report["episodes"],
                          "metric": report["metric"], "score": report["results"][0]["mean"],
-                         "score_ci95": report["results"][0]["ci95"], "uncertainty": report["uncertainty"],
+                         "score_ci95": report["results"][0]["ci95"], "uncertainty": report.get("uncertainty", {}),
                          "step": report["step"], "date": report["date"]})
     return rows
 

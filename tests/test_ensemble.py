@@ -92,8 +92,18 @@ def test_member_zero_of_a_trained_ensemble_is_the_single_learner_trained_alone(t
         Trainer(config_from_dict(values), tmp_path / name, progress=False).fit()
         return tmp_path / name
 
-    extract_member(trained(3, "ensemble"), 0, tmp_path / "member0")
+    ensemble_run = trained(3, "ensemble")
+    extract_member(ensemble_run, 0, tmp_path / "member0")
     _, member, _, _ = load_run(tmp_path / "member0", "last")
     _, single, _, _ = load_run(trained(1, "single"), "last")
     for (name, tensor), other in zip(single.state_dict().items(), member.state_dict().values()):
         assert torch.allclose(tensor, other, atol=1e-6), name
+
+    # an ensemble of gradient learners is scored after every requested inner-step count
+    from innerloop.evaluate.run import evaluate_run
+
+    report = evaluate_run(ensemble_run, "last", overrides=["eval.inner_steps=[0, 2]", "eval.episodes=8",
+                                                            "num_threads=1"])
+    assert [result.inner_steps for result in report.results] == [1, 0, 2]
+    assert report.results[1].mean > report.results[0].mean  # no adaptation: larger error
+    assert report.notes and report.notes[0].startswith("inner loop: sgd at lr 0.01")

@@ -155,3 +155,14 @@ def test_imaml_and_boil_build_from_a_config_with_their_settings():
                                            "inner": {"optimizer": "momentum", "momentum": 0.5}}))
     assert all(name.startswith("body.") for name in boil.adapted_names)
     assert boil.inner_optimizer().momentum == 0.5
+
+
+def test_regression_runs_saved_before_the_noise_std_existed_still_load():
+    from innerloop.algorithms import MAML
+    from innerloop.nn import MLP
+
+    old = MAML(MLP(1, (8,)), outputs=1, task="regression").state_dict()
+    del old["noise_log_std"]
+    learner = MAML(MLP(1, (8,)), outputs=1, task="regression")
+    learner.load_state_dict(old)
+    assert float(learner.noise_log_std.detach()) == 0.0  # std 1, as such runs were trained

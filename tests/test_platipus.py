@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -56,9 +57,8 @@ def image_episodes(ways: int = 3, shots: int = 2, queries: int = 2, tasks: int =
                     torch.arange(ways).repeat(tasks, 1))
 
 
-def fixed_noise(learner: PLATIPUS, tasks: int, samples: int, seed: int = 2):
-    generator = torch.Generator().manual_seed(seed)
-    return [learner.sample_noise(samples, generator) for _ in range(tasks)]
+def fixed_noise(learner: PLATIPUS, tasks: int, samples: int, seed: int = 2) -> dict[str, torch.Tensor]:
+    return learner.sample_noise(tasks, samples, torch.Generator().manual_seed(seed))
 
 
 # -- (a) the KL between diagonal Gaussians ------------------------------------------------------
@@ -103,7 +103,7 @@ def hand_written_loss(learner: PLATIPUS, episodes: Episodes, noise) -> tuple[tor
         support_gradient, query_gradient = gradient(mean, sx, sy), gradient(mean, qx, qy)
         prior_mean = {n: mean[n] - learner.prior_step * support_gradient[n] for n in names}
         posterior_mean = {n: mean[n] - learner.posterior_step * query_gradient[n] for n in names}
-        theta = {n: posterior_mean[n] + posterior_std[n] * noise[t][0][n] for n in names}
+        theta = {n: posterior_mean[n] + posterior_std[n] * noise[n][t, 0] for n in names}
         for _ in range(2):
             step = gradient(theta, sx, sy)
             theta = {n: theta[n] - INNER_LR * step[n] for n in names}
@@ -125,7 +125,7 @@ def test_training_loss_and_its_gradient_match_a_hand_written_recomputation():
     loss, metrics = learner.meta_loss(episodes, noise)
     expected, expected_kl = hand_written_loss(learner, episodes, noise)
     assert metrics["kl"] == pytest.approx(float(expected_kl.detach()), rel=1e-10) and metrics["kl"] > 1.0
-    assert float(loss) == pytest.approx(float(expected), rel=1e-10)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
     parameters = list(learner.parameters())
     gradients = torch.autograd.grad(loss, parameters)
     expected_gradients = torch.autograd.grad(expected, parameters)
@@ -151,7 +151,7 @@ def test_with_vanishing_stds_and_steps_platipus_is_maml_at_test_time_and_in_trai
                          | {"noise_log_std": learner.noise_log_std.detach()})
     loss, metrics = learner.meta_loss(episodes)
     maml_loss, maml_metrics = maml.meta_loss(episodes)
-    assert float(loss) == pytest.approx(float(maml_loss), rel=1e-12) and metrics["kl"] == 0.0
+    assert float(loss.detach()) == pytest.approx(float(maml_loss.detach()), rel=1e-12) and metrics["kl"] == 0.0
     for got, want in zip(torch.autograd.grad(loss, list(learner.network.parameters())),
                          torch.autograd.grad(maml_loss, list(maml.network.parameters()))):
         assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
@@ -217,7 +217,7 @@ def test_test_time_samples_differ_by_seed_and_widen_the_predictive():
         again = learner.predictive(episodes)
     assert torch.equal(first.means, again.means)
     assert (first.means - second.means).abs().min() > 1e-6
-    noise_variance = math.exp(2 * float(learner.noise_log_std))
+    noise_variance = math.exp(2 * learner.noise_log_std.item())
     assert bool((first.variance > noise_variance * (1 + 1e-6)).all())
     assert torch.allclose(first.variance, noise_variance + first.means.var(-1, unbiased=False))
 
@@ -232,6 +232,11 @@ def test_classifier_metrics_and_meta_gradient_reach_every_parameter(adapt):
     assert set(metrics) == {"query_loss", "kl", "accuracy"} and metrics["kl"] > 0
     loss.backward()
     for name, parameter in learner.named_parameters():
+        # A convolution's bias before batch norm changes no output: its gradient is exactly 0,
+        # so its prior and posterior stay equal and its std gradients vanish too.
+        if re.search(r"blocks[./]\d[./]0[./]bias", name):
+            assert parameter.grad is None or parameter.grad.abs().max() < 1e-12, name
+            continue
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     assert len(learner.prior_log_std) == (2 if adapt == "head" else len(list(learner.network.parameters())))
     learner.eval()
@@ -244,15 +249,46 @@ def test_classifier_metrics_and_meta_gradient_reach_every_parameter(adapt):
     assert torch.equal(accuracy, (probs.argmax(-1) == episodes.query_y).double().mean(1))
 
 
+@pytest.mark.parametrize("kind", ["regression", "classification-all", "classification-head"])
+def test_the_vmapped_path_gives_the_numbers_of_the_loop(kind):
+    if kind == "regression":
+        make = lambda vectorize: regression_learner(vectorize=vectorize, num_samples=3)  # noqa: E731
+        episodes = sinusoid_episodes()
+    else:
+        adapt = kind.removeprefix("classification-")
+
+        def make(vectorize: bool) -> PLATIPUS:
+            torch.manual_seed(0)
+            backbone = Conv4(in_channels=1, hidden_channels=4, image_size=28, batch_norm="task")
+            return PLATIPUS(backbone, outputs=3, inner_lr=0.4, adapt=adapt, num_samples=3, train_samples=2,
+                            vectorize=vectorize).double()
+        episodes = image_episodes()
+    loop, vmapped = make(False), make(True)
+    noise = fixed_noise(loop, episodes.num_tasks, loop.train_samples)
+    (loop_loss, loop_metrics), (vmapped_loss, vmapped_metrics) = loop.meta_loss(episodes, noise), vmapped.meta_loss(episodes, noise)
+    assert float(loop_loss.detach()) == pytest.approx(float(vmapped_loss.detach()), rel=1e-12)
+    assert loop_metrics == pytest.approx(vmapped_metrics, rel=1e-10)
+    for got, want in zip(torch.autograd.grad(vmapped_loss, list(vmapped.parameters())),
+                         torch.autograd.grad(loop_loss, list(loop.parameters()))):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    noise = fixed_noise(loop, episodes.num_tasks, 3, seed=5)
+    with torch.no_grad():
+        loop_predictive, vmapped_predictive = loop.predictive(episodes, noise), vmapped.predictive(episodes, noise)
+    for field in ("probs",) if kind != "regression" else ("means", "stds"):
+        assert torch.allclose(getattr(loop_predictive, field), getattr(vmapped_predictive, field), rtol=1e-10)
+
+
 def test_the_library_builds_it_from_a_config_and_refuses_what_it_cannot_do():
-    config = config_from_dict({"data": {"dataset": "sinusoid"}, "model": {"backbone": "mlp"},
-                               "inner": {"lr": 0.01}, "train": {"ways": 1}})
+    config = config_from_dict({"data": {"dataset": "sinusoid"}, "model": {"algorithm": "maml", "backbone": "mlp"},
+                               "inner": {"lr": 0.01}, "train": {"ways": 1}, "eval": {"ways": 1}})
     learner = PLATIPUS(MLP(1, (40, 40)), **gradient_learner_options(config), num_samples=7)
-    assert (learner.num_samples, learner.metric_name, float(learner.prior_step)) == (7, "mse", 0.01)
-    with pytest.raises(ValueError, match="inner.vectorize=false"):
-        PLATIPUS(MLP(1, (4,)), outputs=1, task="regression", vectorize=True)
+    assert (learner.num_samples, learner.metric_name) == (7, "mse")
+    assert learner.prior_step.item() == learner.posterior_step.item() == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="leave inner.batch_size unset"):
+        PLATIPUS(MLP(1, (4,)), outputs=1, task="regression", inner_batch_size=2)
+    classifier = PLATIPUS(Conv4(in_channels=1, hidden_channels=4, batch_norm="task"), outputs=3)
     with pytest.raises(ValueError, match="train and evaluate with the same ways"):
-        regression_learner().meta_loss(image_episodes())
+        classifier.meta_loss(image_episodes(ways=2))
 
 
 # -- (f) a short training run learns ----------------------------------------------------------------
@@ -261,7 +297,7 @@ def test_a_short_sinusoid_run_lowers_the_held_out_query_mse():
     learner = PLATIPUS(MLP(1, (40, 40)), outputs=1, task="regression", inner_lr=0.01, num_samples=5)
     sampler = SinusoidTasks(SinusoidSplit("train"), shots=10, queries=10)
     held_out = SinusoidTasks(SinusoidSplit("val"), shots=10, queries=20).sample(20, torch.Generator().manual_seed(1))
-    optimizer = torch.optim.Adam(learner.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=3e-3)
 
     def held_out_mse() -> float:
         learner.eval()
@@ -278,4 +314,4 @@ def test_a_short_sinusoid_run_lowers_the_held_out_query_mse():
         loss.backward()
         optimizer.step()
     after = held_out_mse()
-    assert after < 0.6 * before, (before, after)
+    assert after < 0.65 * before, (before, after)  # 0.51-0.54 of it over three seeds

@@ -117,7 +117,7 @@ class _FixedPredictive(MetaLearner):
 
 class _Episodes:
     def __init__(self, labels: torch.Tensor) -> None:
-        self.labels, self.num_episodes = labels, labels.shape[0]
+        self.labels, self.num_episodes, self.seed = labels, labels.shape[0], 0
 
     def batches(self, batch_size: int):
         for start in range(0, self.num_episodes, batch_size):
@@ -141,3 +141,38 @@ def test_evaluate_uncertainty_pools_batches_and_leaves_out_diverged_tasks():
     confidence, guess = probs[keep].max(-1)
     assert result.metrics["ece"][0] == pytest.approx(
         expected_calibration_error(confidence, guess == labels[keep], bins=5))
+
+
+def test_ece_bins_follow_the_plotted_edges_exactly():
+    bins = reliability_bins(torch.linspace(0, 1, 11, dtype=torch.float64)[3:4], torch.tensor([True]), bins=10)
+    assert bins.counts.tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # 0.3 lies in (0.2, 0.3]
+
+
+class _SamplingRegressor(MetaLearner):
+    """A stand-in for a sampling learner: its predictive draws from torch's global generator."""
+
+    metric_name = "mse"
+
+    def predictive(self, episodes: Episodes) -> GaussianMixturePredictive:
+        means = episodes.query_x[..., 0].unsqueeze(-1) + 0.3 * torch.randn(*episodes.query_x.shape[:2], 4,
+                                                                           dtype=torch.float64)
+        return GaussianMixturePredictive(means, torch.full_like(means, 0.5))
+
+
+def test_regression_uncertainty_is_seeded_and_leaves_the_callers_random_stream_alone():
+    from innerloop.data import DATASETS
+    from innerloop.tasks.fixed import FixedEpisodes
+    from innerloop.tasks.gp_functions import GaussianProcessTasks
+
+    tasks = GaussianProcessTasks(DATASETS["gp"].split(None, "test"), shots=3, queries=20)
+    episodes = FixedEpisodes(tasks, 12, seed=0)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = evaluate_uncertainty(_SamplingRegressor(), episodes, batch_size=5, levels=(0.5, 0.9))
+    assert torch.equal(torch.get_rng_state(), state)
+    again = evaluate_uncertainty(_SamplingRegressor(), episodes, batch_size=5, levels=(0.5, 0.9))
+    assert first.metrics == again.metrics and first.kind == "regression"
+    assert set(first.metrics) == {"nll", "coverage_0.5", "coverage_0.9"}
+    assert [level for level, _ in first.coverage_curve] == [round(0.05 * k, 2) for k in range(1, 20)]
+    observed = [value for _, value in first.coverage_curve]
+    assert observed == sorted(observed)  # wider intervals cover more

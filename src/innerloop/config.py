@@ -307,6 +307,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"optim.gamma must be in (0, 1], got {config.optim.gamma}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+    if config.optim.grad_clip is not None and config.model.ensemble > 1:
+        raise ConfigError("optim.grad_clip clips the global norm over all ensemble members, which "
+                          "would couple them; remove it or train the members as separate runs")
     _at_least("eval.seed", config.eval.seed, 0)
     _validate_model_options(config)
     algorithm = ALGORITHMS[config.model.algorithm]
@@ -373,8 +376,11 @@ def _common_ranges(config: Config) -> None:
     for key in ("episodes", "batch_size", "shots", "queries", "calibration_bins"):
         _at_least(f"eval.{key}", getattr(config.eval, key), 1)
     for index, level in enumerate(config.eval.interval_levels):
-        if not 0 < level < 1:
-            raise ConfigError(f"eval.interval_levels[{index}] must be in (0, 1), got {level}")
+        if not 0 < level < 1 or round(level, 4) != level:
+            raise ConfigError(f"eval.interval_levels[{index}] must be in (0, 1) with at most 4 "
+                              f"decimals, got {level}")
+    if len(set(config.eval.interval_levels)) != len(config.eval.interval_levels):
+        raise ConfigError(f"eval.interval_levels has repeated levels: {config.eval.interval_levels}")
 
 
 def _validate_inner(config: Config) -> None:
@@ -453,7 +459,8 @@ def _validate_inner(config: Config) -> None:
 
 
 def _validate_regression(config: Config) -> None:
-    """Regression task families: gradient-based methods on the MLP, one output, ways = 1."""
+    """Regression task families: methods that do regression (``task_kinds``) on the MLP, one
+    output, ways = 1."""
     from innerloop.data import DATASETS
 
     if config.model.backbone != "mlp":

@@ -9,8 +9,11 @@ side and predict together:
     regression:      p(y) = (1/M) sum_m p_m(y)          (a mixture of the members' predictives)
 
 The members see the same meta-batches (a deep ensemble's diversity comes from the random
-initialisation; Lakshminarayanan et al. found shuffling adds little), so member 0 is exactly
-the single learner trained with the run's seed. Applies to every method: a MAML ensemble is a
+initialisation; Lakshminarayanan et al. found shuffling adds little). For deterministic methods
+(MAML, ProtoNet, ...) member 0 is therefore exactly the single learner trained with the run's
+seed; methods that sample (neural processes, VERSA, PLATIPUS) share torch's random stream, so
+their member 0 differs from the single run in its noise draws only. ``optim.grad_clip`` is
+rejected for ensembles: a global norm over all members would couple them. Applies to every method: a MAML ensemble is a
 deep ensemble of meta-learned initialisations. Set ``model.ensemble: M`` in a recipe.
 """
 

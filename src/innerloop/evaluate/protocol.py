@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,21 @@ from innerloop.evaluate.uncertainty import (
     interval_coverage,
     reliability_bins,
 )
+from innerloop.tasks.episodes import Episodes
 from innerloop.tasks.fixed import FixedEpisodes
+
+
+def seeded_batches(episodes: FixedEpisodes, batch_size: int) -> Iterator[Episodes]:
+    """The fixed episodes in batches, each scored under torch's global generator seeded from
+    ``(episodes.seed, first episode of the batch)`` and restored afterwards, so a learner that
+    samples (neural processes, VERSA, PLATIPUS) gives the same scores on every evaluation with
+    the same batch size, and evaluating does not move the caller's random stream."""
+    start = 0
+    for batch in episodes.batches(batch_size):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((episodes.seed * 1_000_003 + start) % 2**63)
+            yield batch
+        start += batch.num_tasks
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size:
     start = time.perf_counter()
     scores = []
     try:
-        for batch in episodes.batches(batch_size):
+        for batch in seeded_batches(episodes, batch_size):
             scores.append(learner.episode_metric(batch).to(torch.float64))
     finally:
         learner.train(was_training)
@@ -112,11 +127,12 @@ def evaluate_uncertainty(learner: MetaLearner, episodes: FixedEpisodes, batch_si
     pooled: dict[str, list[Tensor]] = {"confidence": [], "correct": []}
     kind = "classification"
     try:
-        for batch in episodes.batches(batch_size):
+        for batch in seeded_batches(episodes, batch_size):
             predictive = learner.predictive(batch)
             if isinstance(predictive, GaussianMixturePredictive):
                 kind = "regression"
-                finite = (torch.isfinite(predictive.means) & torch.isfinite(predictive.stds)).flatten(1).all(1)
+                valid = torch.isfinite(predictive.means) & torch.isfinite(predictive.stds) & (predictive.stds > 0)
+                finite = valid.flatten(1).all(1)
                 per_task = {"nll": gaussian_nll(predictive, batch.query_y)}
                 for level in sorted(set(levels) | set(CURVE_LEVELS)):
                     per_task[f"coverage_{level:g}"] = interval_coverage(predictive, batch.query_y, level)

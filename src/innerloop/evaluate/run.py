@@ -43,19 +43,25 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     start = time.perf_counter()
     results = []
     notes = []
-    if isinstance(learner, GradientLearner):
-        notes.append(f"inner loop: {learner.inner_optimizer_name} at lr {learner.inner_lr:g}, "
-                     f"{learner.gradient_flow}, adapting {learner.adapt_filter}, "
-                     f"{learner.inner_steps} step(s) in training")
-        step_counts = [learner.eval_inner_steps]
+    # a gradient-based learner, or a deep ensemble of them: scored after each inner-step count
+    gradient_learners = [member for member in getattr(learner, "members", [learner])
+                         if isinstance(member, GradientLearner)]
+    if gradient_learners:
+        first = gradient_learners[0]
+        notes.append(f"inner loop: {first.inner_optimizer_name} at lr {first.inner_lr:g}, "
+                     f"{first.gradient_flow}, adapting {first.adapt_filter}, "
+                     f"{first.inner_steps} step(s) in training")
+        step_counts = [first.eval_inner_steps]
         for steps in evaluation.inner_steps:
             if steps not in step_counts:
                 step_counts.append(steps)
         for steps in step_counts:
-            learner.eval_inner_steps = steps
+            for member in gradient_learners:
+                member.eval_inner_steps = steps
             result = evaluate_episodes(learner, episodes, evaluation.batch_size)
             results.append(StepResult(steps, result.mean, result.ci95, result.non_finite))
-        learner.eval_inner_steps = step_counts[0]  # uncertainty at the headline setting
+        for member in gradient_learners:  # uncertainty at the headline setting
+            member.eval_inner_steps = step_counts[0]
     else:
         result = evaluate_episodes(learner, episodes, evaluation.batch_size)
         results.append(StepResult(None, result.mean, result.ci95, result.non_finite))

@@ -69,15 +69,16 @@ def reliability_bins(confidence: Tensor, correct: Tensor, bins: int = 15) -> Rel
         raise ValueError(f"bins must be >= 1, got {bins}")
     confidence = confidence.reshape(-1).to(torch.float64)
     correct = correct.reshape(-1).to(torch.float64)
-    # (b/bins, (b+1)/bins] -> b; a confidence of exactly 0 goes to the first bin.
-    index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    # (edges[b], edges[b + 1]] -> b; a confidence of exactly 0 goes to the first bin.
+    index = torch.bucketize(confidence, edges[1:-1], right=False)
     counts = torch.bincount(index, minlength=bins)
     confidence_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
     correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
     denominator = counts.to(torch.float64)
     empty = counts == 0
     nan = torch.full_like(denominator, float("nan"))
-    return ReliabilityBins(torch.linspace(0, 1, bins + 1, dtype=torch.float64), counts,
+    return ReliabilityBins(edges, counts,
                            torch.where(empty, nan, confidence_sum / denominator.clamp_min(1)),
                            torch.where(empty, nan, correct_sum / denominator.clamp_min(1)))
 

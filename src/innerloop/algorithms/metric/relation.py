@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner, embed_episodes
+from innerloop.algorithms.predictive import CategoricalPredictive
 from innerloop.nn.conv4 import conv_block
 from innerloop.tasks.episodes import Episodes
 
 EVAL_PAIRS_PER_CALL = 20_000  # (class, query) pairs per relation-module call at evaluation
 
+
+RELATION_SCORE_FLOOR = 1e-6  # keeps a query whose scores are all 0 at a uniform prediction
 
 class RelationNet(MetaLearner):
     """Relation Networks: a learned comparison of feature maps, trained by MSE to one-hot labels."""
@@ -81,6 +84,11 @@ class RelationNet(MetaLearner):
     def query_logits(self, episodes: Episodes) -> Tensor:
         support, query = embed_episodes(self.backbone.feature_maps, episodes)
         return self._scores(self._class_maps(support, episodes.support_y, episodes.ways), query)
+
+    def predictive(self, episodes: Episodes) -> CategoricalPredictive:
+        """The relation scores (sigmoids in [0, 1], not logits) normalized over the classes."""
+        scores = self.query_logits(episodes).to(torch.float64) + RELATION_SCORE_FLOOR
+        return CategoricalPredictive(scores / scores.sum(-1, keepdim=True))
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         scores = self.query_logits(episodes)

@@ -21,8 +21,9 @@ each group with its own statistics), so no query sees another.
 Regression predictive: the adapted network's output is the mean of a Gaussian whose standard
 deviation ``exp(noise_log_std)`` is one meta-learned number (MAML itself gives no variance). It
 is trained by the Gaussian NLL of the queries with the mean detached, so the network's gradient
-is exactly MSE's and the minimizer is the root mean squared query error. Methods whose outer
-update is a surrogate (Reptile, iMAML) leave it at its initial value 1.
+is exactly MSE's (without ``optim.grad_clip``, whose global norm includes this one number) and
+the minimizer is the root mean squared query error; the logged ``loss`` is then MSE + that NLL.
+Methods whose outer update is a surrogate (Reptile, iMAML) leave it at its initial value 1.
 
 When only the head adapts, the body's features of the support and query sets are computed once
 per task instead of once per inner step (same numbers, less work).
@@ -143,6 +144,13 @@ class GradientLearner(MetaLearner):
         self.higher_is_better = task == "classification"
         if task == "regression":  # the predictive std of every query (see the module docstring)
             self.noise_log_std = nn.Parameter(torch.zeros(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        # Regression runs saved before the noise std existed load with its initial value (std 1).
+        key = f"{prefix}noise_log_std"
+        if self.task == "regression" and key not in state_dict:
+            state_dict[key] = torch.zeros(())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- pieces a method may override ---------------------------------------------------------
     def inner_optimizer(self) -> InnerOptimizer:

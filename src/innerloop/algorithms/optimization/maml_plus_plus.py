@@ -181,5 +181,6 @@ class MAMLPlusPlus(GradientLearner):
         if self.task == "classification":
             accuracy = (outputs.argmax(-1) == episodes.query_y).float().mean()
             return loss, {"accuracy": float(accuracy)}
+        noise_loss, metrics = self._regression_loss(outputs, episodes)  # fits the noise std
         mse = (outputs - episodes.query_y).pow(2).mean()
-        return loss, {"mse": float(mse.detach())}
+        return loss + noise_loss - mse.detach(), metrics
