@@ -19,18 +19,23 @@ from pathlib import Path
 import torch
 
 
-def newest_report(run_dir: Path, shots: int) -> dict | None:
-    reports = [path for path in run_dir.glob(f"eval-test-*w{shots}s*-best-*.json")]
+def newest_report(run_dir: Path, shots: int, ways: int | None = None,
+                  episodes: int | None = None) -> dict | None:
+    """The newest test report of ``best.pt`` at ``shots`` (and ``ways`` / ``episodes`` if given)."""
+    ways_part = "*" if ways is None else str(ways)
+    episodes_part = "*" if episodes is None else str(episodes)
+    reports = list(run_dir.glob(f"eval-test-{ways_part}w{shots}s*-best-{episodes_part}ep-*.json"))
     if not reports:
         return None
     return json.loads(max(reports, key=lambda path: path.stat().st_mtime).read_text())
 
 
-def table_rows(runs: list[Path], shots: list[int]) -> list[dict]:
+def table_rows(runs: list[Path], shots: list[int], ways: int | None = None,
+               episodes: int | None = None) -> list[dict]:
     rows = []
     for run_dir in runs:
         for count in shots:
-            report = newest_report(run_dir, count)
+            report = newest_report(run_dir, count, ways, episodes)
             if report is None:
                 continue
             rows.append({"run": run_dir.name, "method": report["method"], "dataset": report["dataset"],
@@ -51,8 +56,9 @@ def markdown(rows: list[dict]) -> str:
                  else f"{100 * row['score']:.2f} ± {100 * row['score_ci95']:.2f}%")
         nll = row["uncertainty"].get("nll", [float("nan")] * 2)
         other = row["uncertainty"].get(second[0], [float("nan")] * 2)
+        digits = 3 if regression else 4
         lines.append(f"| {row['method']} | {row['shots']} | {value} | {nll[0]:.3f} ± {nll[1]:.3f} | "
-                     f"{other[0]:.3f} ± {other[1]:.3f} |")
+                     f"{other[0]:.{digits}f} ± {other[1]:.{digits}f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -80,11 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--shots", nargs="+", type=int, required=True)
+    parser.add_argument("--ways", type=int, help="only reports at these ways (classification)")
+    parser.add_argument("--episodes", type=int, help="only reports over this many episodes")
     parser.add_argument("--out", type=Path, required=True, help="JSON; a .md with the table is written beside it")
     parser.add_argument("--bands", type=Path, help="PNG of every regression run's predictive bands")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = table_rows(args.runs, args.shots)
+    rows = table_rows(args.runs, args.shots, args.ways, args.episodes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1) + "\n")
     text = markdown(rows)
