@@ -49,35 +49,25 @@ DATASETS: dict[str, DatasetSpec] = {
         load=omniglot.load_omniglot,
         split=omniglot.omniglot_split,
     ),
-    "sinusoid": DatasetSpec(
-        name="sinusoid",
-        splits=sinusoid.SPLITS,
-        base_classes={},
-        examples_per_class=0,
-        channels=1,
-        max_image_size=0,
-        load=sinusoid.load_sinusoid,
-        split=sinusoid.sinusoid_split,
-        kind="regression",
-    ),
-    "sinusoid-heteroscedastic": DatasetSpec(
-        name="sinusoid-heteroscedastic",
-        splits=sinusoid.SPLITS,
-        base_classes={},
-        examples_per_class=0,
-        channels=1,
-        max_image_size=0,
-        load=sinusoid.load_sinusoid,
-        split=sinusoid.heteroscedastic_sinusoid_split,
-        kind="regression",
-    ),
 }
+
+
+def generated_family(name: str, splits: tuple[str, ...], load: Callable[..., None],
+                     split: Callable[..., Any]) -> DatasetSpec:
+    """The spec of a generated regression family: 1-D inputs, no classes, nothing to download."""
+    return DatasetSpec(name=name, splits=splits, base_classes={}, examples_per_class=0, channels=1,
+                       max_image_size=0, load=load, split=split, kind="regression")
+
+
+DATASETS["sinusoid"] = generated_family("sinusoid", sinusoid.SPLITS, sinusoid.load_sinusoid,
+                                        sinusoid.sinusoid_split)
+DATASETS["sinusoid-heteroscedastic"] = generated_family(
+    "sinusoid-heteroscedastic", sinusoid.SPLITS, sinusoid.load_sinusoid,
+    sinusoid.heteroscedastic_sinusoid_split)
 for _name, _kernels in (("gp", gaussian_process.GP_KERNELS), ("gp-rbf", ("rbf",)),
                         ("gp-matern52", ("matern52",)), ("gp-periodic", ("periodic",))):
-    DATASETS[_name] = DatasetSpec(
-        name=_name, splits=gaussian_process.SPLITS, base_classes={}, examples_per_class=0,
-        channels=1, max_image_size=0, load=gaussian_process.load_gaussian_process,
-        split=gaussian_process.gaussian_process_split_loader(_kernels), kind="regression")
+    DATASETS[_name] = generated_family(_name, gaussian_process.SPLITS, gaussian_process.load_gaussian_process,
+                                       gaussian_process.gaussian_process_split_loader(_kernels))
 
 
 def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,

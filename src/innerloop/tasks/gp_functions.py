@@ -20,17 +20,15 @@ from.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from innerloop.data.gaussian_process import GP_KERNELS, GaussianProcessSplit
-from innerloop.errors import TaskError
 from innerloop.functional.kernels import KERNELS
 from innerloop.tasks.episodes import Episodes
-from innerloop.tasks.regression import RegressionPlotTasks, input_grid
+from innerloop.tasks.regression import RegressionPlotTasks, check_regression_shape, input_grid, split_generator
 
 JITTER = 1e-5  # relative to the signal variance; keeps the Cholesky factor of K stable
 
@@ -71,17 +69,12 @@ class GaussianProcessTasks:
     """Seeded GP regression episodes with ``shots`` support and ``queries`` query points."""
 
     def __init__(self, split: GaussianProcessSplit, shots: int, queries: int) -> None:
-        if shots < 1 or queries < 1:
-            raise TaskError(f"GP tasks need shots >= 1 and queries >= 1, got shots={shots}, "
-                            f"queries={queries}")
+        check_regression_shape("GP", shots, queries)
         self.split = split
         self.ways, self.shots, self.queries = 1, shots, queries
 
     def _generator(self, generator: torch.Generator) -> torch.Generator:
-        # The split's name is mixed into the stream, so "val" and "test" under one seed differ.
-        draw = int(torch.randint(0, 2**62, (1,), generator=generator))
-        name_key = int.from_bytes(hashlib.sha256(f"gp:{self.split.name}".encode()).digest()[:7], "little")
-        return torch.Generator().manual_seed(draw ^ name_key)
+        return split_generator(generator, f"gp:{self.split.name}")
 
     def _draw(self, num_tasks: int, generator: torch.Generator, inputs_of: callable) -> GaussianProcessPlan:
         split = self.split

@@ -42,21 +42,30 @@ class SinusoidPlan:
         return self.amplitude[:, None, None] * torch.sin(inputs - self.phase[:, None, None])
 
 
+def check_regression_shape(family: str, shots: int, queries: int) -> None:
+    if shots < 1 or queries < 1:
+        raise TaskError(f"{family} tasks need shots >= 1 and queries >= 1, got shots={shots}, "
+                        f"queries={queries}")
+
+
+def split_generator(generator: torch.Generator, key: str) -> torch.Generator:
+    """A generator for one draw of tasks: one number from ``generator`` mixed with a hash of
+    ``key`` (the split's name), so "val" and "test" under one seed are different streams."""
+    draw = int(torch.randint(0, 2**62, (1,), generator=generator))
+    key_hash = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "little")
+    return torch.Generator().manual_seed(draw ^ key_hash)
+
+
 class SinusoidTasks:
     """Seeded sinusoid regression episodes with ``shots`` support and ``queries`` query points."""
 
     def __init__(self, split: SinusoidSplit, shots: int, queries: int) -> None:
-        if shots < 1 or queries < 1:
-            raise TaskError(f"sinusoid tasks need shots >= 1 and queries >= 1, got shots={shots}, "
-                            f"queries={queries}")
+        check_regression_shape("sinusoid", shots, queries)
         self.split = split
         self.ways, self.shots, self.queries = 1, shots, queries
 
     def sample_indices(self, num_tasks: int, generator: torch.Generator) -> SinusoidPlan:
-        # The split's name is mixed into the stream, so "val" and "test" under one seed differ.
-        draw = int(torch.randint(0, 2**62, (1,), generator=generator))
-        name_key = int.from_bytes(hashlib.sha256(self.split.name.encode()).digest()[:7], "little")
-        generator = torch.Generator().manual_seed(draw ^ name_key)
+        generator = split_generator(generator, self.split.name)
 
         def uniform(shape: tuple[int, ...], bounds: tuple[float, float]) -> Tensor:
             low, high = bounds
