@@ -133,6 +133,32 @@ def test_training_loss_and_its_gradient_match_a_hand_written_recomputation():
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
+def test_the_test_time_predictor_is_the_prior_mean_step_then_sgd_written_by_hand():
+    learner, episodes = regression_learner(eval_inner_steps=2, num_samples=2), sinusoid_episodes()
+    learner.eval()
+    noise = fixed_noise(learner, episodes.num_tasks, samples=2)
+    with torch.no_grad():
+        means = learner.predictive(episodes, noise).means  # [T, Q, M]
+    mean = {n: p.detach() for n, p in learner.network.named_parameters()}
+
+    def gradient(params, inputs, targets):
+        params = {n: p.detach().requires_grad_() for n, p in params.items()}
+        loss = F.mse_loss(mlp(params, inputs), targets)
+        return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+    for t in range(episodes.num_tasks):
+        sx, sy, qx = episodes.support_x[t], episodes.support_y[t], episodes.query_x[t]
+        support_gradient = gradient(mean, sx, sy)
+        prior_mean = {n: mean[n] - learner.prior_step.detach() * support_gradient[n] for n in mean}
+        for m in range(2):
+            prior_std = {n: learner.prior_log_std[n.replace(".", "/")].detach().exp() for n in mean}
+            theta = {n: prior_mean[n] + prior_std[n] * noise[n][t, m] for n in mean}
+            for _ in range(2):
+                step = gradient(theta, sx, sy)
+                theta = {n: theta[n] - INNER_LR * step[n] for n in mean}
+            assert torch.allclose(means[t, :, m], mlp(theta, qx).squeeze(-1), rtol=1e-12, atol=1e-14)
+
+
 # -- (c) the MAML limit ---------------------------------------------------------------------------
 def shrink_to_maml(learner: PLATIPUS) -> None:
     with torch.no_grad():
@@ -265,7 +291,8 @@ def test_the_vmapped_path_gives_the_numbers_of_the_loop(kind):
         episodes = image_episodes()
     loop, vmapped = make(False), make(True)
     noise = fixed_noise(loop, episodes.num_tasks, loop.train_samples)
-    (loop_loss, loop_metrics), (vmapped_loss, vmapped_metrics) = loop.meta_loss(episodes, noise), vmapped.meta_loss(episodes, noise)
+    loop_loss, loop_metrics = loop.meta_loss(episodes, noise)
+    vmapped_loss, vmapped_metrics = vmapped.meta_loss(episodes, noise)
     assert float(loop_loss.detach()) == pytest.approx(float(vmapped_loss.detach()), rel=1e-12)
     assert loop_metrics == pytest.approx(vmapped_metrics, rel=1e-10)
     for got, want in zip(torch.autograd.grad(vmapped_loss, list(vmapped.parameters())),
@@ -284,6 +311,9 @@ def test_the_library_builds_it_from_a_config_and_refuses_what_it_cannot_do():
     learner = PLATIPUS(MLP(1, (40, 40)), **gradient_learner_options(config), num_samples=7)
     assert (learner.num_samples, learner.metric_name) == (7, "mse")
     assert learner.prior_step.item() == learner.posterior_step.item() == pytest.approx(0.01)
+    assert learner.kl_weight == pytest.approx(20 / 1761)  # inner_lr == initial_std; 1761 entries
+    omniglot_rates = PLATIPUS(MLP(1, (4,)), outputs=1, task="regression", inner_lr=0.4)
+    assert omniglot_rates.kl_weight == pytest.approx(20 / 40 ** 2 / 13)  # the mean gap scales with the rates
     with pytest.raises(ValueError, match="leave inner.batch_size unset"):
         PLATIPUS(MLP(1, (4,)), outputs=1, task="regression", inner_batch_size=2)
     classifier = PLATIPUS(Conv4(in_channels=1, hidden_channels=4, batch_norm="task"), outputs=3)
@@ -294,7 +324,8 @@ def test_the_library_builds_it_from_a_config_and_refuses_what_it_cannot_do():
 # -- (f) a short training run learns ----------------------------------------------------------------
 def test_a_short_sinusoid_run_lowers_the_held_out_query_mse():
     torch.manual_seed(0)
-    learner = PLATIPUS(MLP(1, (40, 40)), outputs=1, task="regression", inner_lr=0.01, num_samples=5)
+    learner = PLATIPUS(MLP(1, (40, 40)), outputs=1, task="regression", inner_lr=0.01, num_samples=5,
+                       vectorize=True)
     sampler = SinusoidTasks(SinusoidSplit("train"), shots=10, queries=10)
     held_out = SinusoidTasks(SinusoidSplit("val"), shots=10, queries=20).sample(20, torch.Generator().manual_seed(1))
     optimizer = torch.optim.Adam(learner.parameters(), lr=3e-3)
@@ -308,10 +339,10 @@ def test_a_short_sinusoid_run_lowers_the_held_out_query_mse():
         return score
 
     before = held_out_mse()
-    for step in range(150):
+    for step in range(300):
         loss, metrics = learner.meta_loss(sampler.sample(5, torch.Generator().manual_seed(step)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     after = held_out_mse()
-    assert after < 0.65 * before, (before, after)  # 0.51-0.54 of it over three seeds
+    assert after < 0.55 * before, (before, after)  # 0.42-0.44 of it over three seeds

@@ -46,6 +46,7 @@ class ModelConfig:
     num_samples: int | None = None  # np, anp, versa, platipus: Monte-Carlo samples per task
     num_particles: int | None = None  # bmaml: SVGD particles (5)
     kernel: str | None = None  # dkt: the GP kernel on the learned features, rbf | matern52 (rbf)
+    kl_weight: float | None = None  # platipus: weight of the KL term (20 (0.01 / inner.lr)^2 / entries)
     ensemble: int = 1  # > 1: a deep ensemble of this many independently initialised learners
 
 
@@ -53,7 +54,7 @@ MODEL_OPTION_OWNERS: dict[str, tuple[str, ...]] = {
     "full_context_embeddings": ("matching",), "attention_steps": ("matching",),
     "svm_c": ("metaoptnet",), "solver_steps": ("metaoptnet",), "latent_dim": ("leo", "np", "anp"),
     "num_samples": ("np", "anp", "versa", "platipus"), "num_particles": ("bmaml",),
-    "kernel": ("dkt",),
+    "kernel": ("dkt",), "kl_weight": ("platipus",),
 }
 
 
@@ -357,6 +358,8 @@ def _validate_model_options(config: Config) -> None:
             _at_least(f"model.{key}", getattr(model, key), 1)
     if model.svm_c is not None and model.svm_c <= 0:
         raise ConfigError(f"model.svm_c must be > 0, got {model.svm_c}")
+    if model.kl_weight is not None and model.kl_weight < 0:
+        raise ConfigError(f"model.kl_weight must be >= 0, got {model.kl_weight}")
     if model.kernel is not None:
         from innerloop.algorithms.probabilistic.deep_kernel_transfer import DKT_KERNELS
 
