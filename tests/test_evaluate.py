@@ -51,6 +51,8 @@ def test_episodes_whose_adaptation_diverged_are_counted_and_left_out_of_the_mean
             return batch
 
     class Fixed:
+        seed = 0
+
         def batches(self, size):
             yield torch.tensor([1.0, float("nan"), 3.0, float("inf")], dtype=torch.float64)
 

@@ -7,8 +7,11 @@ and the vmapped path with the per-task loop.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from innerloop.algorithms import ANIL, BOIL, CAVIA, MAML, MetaSGD, Reptile
 from innerloop.functional import (
@@ -60,14 +63,25 @@ def assert_same_loss_and_meta_gradient(first, second, episodes) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def query_objective(learner, episodes) -> torch.Tensor:
+    """The loss whose gradient the network's parameters get: the meta-loss, or for a regression
+    learner its query MSE (the meta-loss adds the noise std's NLL with the outputs detached)."""
+    if getattr(learner, "task", "classification") == "regression":
+        return F.mse_loss(learner.query_logits(episodes), episodes.query_y)
+    return learner.meta_loss(episodes)[0]
+
+
 def directional_check(learner, episodes, num_directions: int = 3, eps: float = 1e-7) -> float:
-    """Largest relative error between ``grad · v`` and a central difference along ``v``."""
+    """Largest relative error between ``grad · v`` and a central difference along ``v``
+    (the regression noise std, fitted by its own NLL, is held fixed; see query_objective)."""
     grads = meta_gradient(learner, episodes)
+    names = [name for name, _ in learner.named_parameters()]
     params = list(learner.parameters())
     generator = torch.Generator().manual_seed(123)
     worst = 0.0
     for _ in range(num_directions):
-        directions = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in params]
+        directions = [torch.randn(p.shape, generator=generator, dtype=p.dtype) * (name != "noise_log_std")
+                      for name, p in zip(names, params)]
         analytic = sum(float((g * v).sum()) for g, v in zip(grads, directions))
         losses = []
         for sign in (1.0, -1.0):
@@ -75,7 +89,7 @@ def directional_check(learner, episodes, num_directions: int = 3, eps: float = 1
                 for p, v in zip(params, directions):
                     p.add_(sign * eps * v)
             with torch.enable_grad():
-                losses.append(float(learner.meta_loss(episodes)[0].detach()))
+                losses.append(float(query_objective(learner, episodes).detach()))
             with torch.no_grad():
                 for p, v in zip(params, directions):
                     p.sub_(sign * eps * v)
@@ -260,6 +274,12 @@ def test_regression_learner_on_an_mlp_matches_finite_differences():
                         torch.zeros(TASKS, 1, dtype=torch.int64))
     assert directional_check(learner, episodes) < 1e-6
     assert learner.episode_metric(episodes).shape == (TASKS,)
+    # the noise std's gradient: d/d log s of mean[log s + (y - mu)^2 / (2 s^2)] = 1 - mse / s^2
+    with torch.no_grad():
+        learner.noise_log_std.fill_(0.3)
+    loss, metrics = learner.meta_loss(episodes)
+    (gradient,) = torch.autograd.grad(loss, [learner.noise_log_std])
+    assert float(gradient) == pytest.approx(1 - metrics["mse"] / math.exp(0.6), rel=1e-9)
 
 
 def test_grouped_batch_norm_normalizes_each_group_on_its_own():

@@ -46,7 +46,7 @@ def seeded_batches(episodes: FixedEpisodes, batch_size: int) -> Iterator[Episode
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((episodes.seed * 1_000_003 + start) % 2**63)
             yield batch
-        start += batch.num_tasks
+        start += len(batch)
 
 
 @dataclass(frozen=True)
