@@ -84,6 +84,8 @@ def _save(figure, path: str | Path) -> Path:
 def plot_reliability_diagram(bins: ReliabilityBins, path: str | Path, title: str) -> Path:
     """Accuracy against confidence per bin, the diagonal of perfect calibration, the gap, and
     how many predictions fall in each bin. Saves a PNG."""
+    import numpy as np
+
     plt = _pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 1]})
@@ -93,8 +95,13 @@ def plot_reliability_diagram(bins: ReliabilityBins, path: str | Path, title: str
     accuracy, confidence = bins.accuracy.numpy(), bins.mean_confidence.numpy()
     top.bar(centers[filled], accuracy[filled], width=width, edgecolor="black", color="tab:blue",
             label="accuracy")
-    top.bar(centers[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
-            color="tab:red", alpha=0.35, label="gap to confidence")
+    over = filled & (confidence > accuracy)
+    under = filled & (confidence <= accuracy)
+    low, gap = np.minimum(confidence, accuracy), np.abs(confidence - accuracy)
+    top.bar(centers[over], gap[over], bottom=low[over], width=width, color="tab:red", alpha=0.45,
+            label="over-confident: confidence above accuracy")
+    top.bar(centers[under], gap[under], bottom=low[under], width=width, color="tab:green", alpha=0.45,
+            label="under-confident: accuracy above confidence")
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     top.set_ylabel("accuracy")
     top.set_title(f"{title}\nECE {bins.expected_calibration_error:.4f}", fontsize=9)
