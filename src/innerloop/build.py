@@ -61,8 +61,10 @@ def build_learner(config: Config) -> MetaLearner:
     numbers up to floating-point summation order, faster convolutions on CPU).
     """
     members = [build_single_learner(config, config.seed + index) for index in range(config.model.ensemble)]
-    learner = members[0] if len(members) == 1 else DeepEnsemble(members)
-    torch.manual_seed(config.seed)  # the global stream after building does not depend on M
+    learner = members[0]
+    if len(members) > 1:
+        learner = DeepEnsemble(members)
+        torch.manual_seed(config.seed)  # torch's stream in training does not depend on M
     if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
         learner = learner.to(memory_format=torch.channels_last)
     return learner
