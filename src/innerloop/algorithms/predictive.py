@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-LOG_2PI = math.log(2 * math.pi)
-
+from innerloop.functional.gaussians import gaussian_log_density
 
 @dataclass(frozen=True)
 class CategoricalPredictive:
@@ -83,9 +82,7 @@ class GaussianMixturePredictive:
 
     def log_prob(self, targets: Tensor) -> Tensor:
         """Log-density ``[T, Q]`` of ``targets`` (``[T, Q]`` or ``[T, Q, 1]``)."""
-        y = _flat_targets(targets).unsqueeze(-1)
-        z = (y - self.means) / self.stds
-        component = -0.5 * (z.square() + LOG_2PI) - self.stds.log()
+        component = gaussian_log_density(_flat_targets(targets).unsqueeze(-1), self.means, self.stds)
         return torch.logsumexp(component, dim=-1) - math.log(self.components)
 
     def cdf(self, targets: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from innerloop.algorithms.base import embed_episodes
 from innerloop.algorithms.embedding_learner import EmbeddingLearner
 from innerloop.algorithms.metric.protonet import class_means
+from innerloop.functional.gaussians import diagonal_gaussian_kl
 from innerloop.tasks.episodes import Episodes
 
 
@@ -53,7 +54,7 @@ def decoder_orthogonality(weight: Tensor) -> Tensor:
 
 def gaussian_kl_to_standard(mean: Tensor, log_std: Tensor) -> Tensor:
     """``KL(N(mean, exp(log_std)^2) || N(0, 1))`` summed over the last dimension."""
-    return 0.5 * (mean.pow(2) + (2 * log_std).exp() - 1 - 2 * log_std).sum(-1)
+    return diagonal_gaussian_kl(mean, log_std, 0.0, 0.0).sum(-1)
 
 
 class LEO(EmbeddingLearner):

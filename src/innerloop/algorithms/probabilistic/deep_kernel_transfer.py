@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from innerloop.algorithms.base import MetaLearner
 from innerloop.algorithms.predictive import GaussianMixturePredictive, Predictive
+from innerloop.functional.gaussians import gaussian_log_density
 from innerloop.functional.gaussian_process import GaussianProcessPosterior, gp_condition, gp_log_marginal_likelihood
 from innerloop.functional.kernels import KERNELS
 from innerloop.tasks.episodes import Episodes
@@ -135,7 +136,7 @@ class DeepKernelTransfer(MetaLearner):
                                                     episodes.support_y.flatten(1), kernel[:, :shots, :shots])
             query_y = episodes.query_y.flatten(1)
             mse = (mean - query_y).square().mean()
-            nll = 0.5 * ((mean - query_y).square() / variance + variance.log() + math.log(2 * math.pi)).mean()
+            nll = -gaussian_log_density(query_y, mean, variance.sqrt()).mean()
         return loss, {"mse": float(mse), "nll": float(nll), "marginal_nll": float(loss.detach())}
 
     def predictive(self, episodes: Episodes) -> Predictive:

@@ -15,7 +15,9 @@ dimension; every block works on all tasks of a meta-batch at once (all tasks of 
   inputs, values the deterministic ``r_i``; per head ``softmax(q k^T / sqrt(d_head)) v`` with
   ``q = W_q e(x*)``, ``k = W_k e(x_i)``, ``v = W_v r_i``; heads concatenated, then ``W_o``
   (Vaswani et al. 2017, as used by Kim et al. 2019).
-* :func:`gaussian_kl` and :func:`gaussian_log_likelihood`: closed forms for diagonal Gaussians.
+* :func:`gaussian_kl` and :func:`gaussian_log_likelihood`: the closed forms of
+  :mod:`innerloop.functional.gaussians` in the NPs' terms (standard deviations, summed over the
+  last dimension).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from innerloop.functional.gaussians import diagonal_gaussian_kl, gaussian_log_density
+
 from innerloop.tasks.episodes import Episodes
 
-LOG_2PI = math.log(2 * math.pi)
 DEFAULT_HIDDEN_SIZES = (128, 128, 128)
 STD_FLOOR = 0.1
 
@@ -76,14 +79,12 @@ def gaussian_kl(mu_q: Tensor, sigma_q: Tensor, mu_p: Tensor, sigma_p: Tensor) ->
 
         sum_d log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2
     """
-    variance_ratio = (sigma_q / sigma_p).square()
-    mean_term = ((mu_q - mu_p) / sigma_p).square()
-    return 0.5 * (variance_ratio + mean_term - 1.0 - variance_ratio.log()).sum(-1)
+    return diagonal_gaussian_kl(mu_q, sigma_q.log(), mu_p, sigma_p.log()).sum(-1)
 
 
 def gaussian_log_likelihood(y: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """``log N(y; mean, std^2)`` summed over the last (output) dim."""
-    return (-0.5 * ((y - mean) / std).square() - std.log() - 0.5 * LOG_2PI).sum(-1)
+    return gaussian_log_density(y, mean, std).sum(-1)
 
 
 class DeterministicEncoder(nn.Module):

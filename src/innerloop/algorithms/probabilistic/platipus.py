@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from innerloop.algorithms.optimization.gradient_learner import AdaptedState, GradientLearner, rate_key
 from innerloop.algorithms.predictive import CategoricalPredictive, GaussianMixturePredictive, Predictive
 from innerloop.functional import Params, inner_loop, parameters_of, run
+from innerloop.functional.gaussians import diagonal_gaussian_kl
 from innerloop.functional.params import HEAD_PREFIX
 from innerloop.tasks.episodes import Episodes
 
@@ -64,8 +65,7 @@ TaskFunction = Callable[[Tensor, Tensor, Tensor, Tensor, Params], tuple[Tensor, 
 def gaussian_kl(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor) -> Tensor:
     """``KL(N(mean_q, exp(log_std_q)^2) || N(mean_p, exp(log_std_p)^2))`` of diagonal Gaussians,
     summed over all entries."""
-    ratio = torch.exp(2 * (log_std_q - log_std_p)) + (mean_q - mean_p).square() * torch.exp(-2 * log_std_p)
-    return (log_std_p - log_std_q + 0.5 * ratio - 0.5).sum()
+    return diagonal_gaussian_kl(mean_q, log_std_q, mean_p, log_std_p).sum()
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 from innerloop.algorithms.base import MetaLearner, embed_episodes
 from innerloop.algorithms.metric.protonet import class_means
 from innerloop.algorithms.predictive import CategoricalPredictive, GaussianMixturePredictive, Predictive
+from innerloop.functional.gaussians import gaussian_log_density
 from innerloop.tasks.episodes import Episodes
 
 STD_FLOOR = 1e-3  # regression: std = softplus(raw) + STD_FLOOR
@@ -199,8 +200,7 @@ class VERSA(MetaLearner):
         else:
             mean, std = self.gaussian_parameters(outputs)
             targets = episodes.query_y.squeeze(-1)
-            log_likelihood = (-0.5 * ((targets - mean) / std).square() - std.log()
-                              - 0.5 * math.log(2 * math.pi))
+            log_likelihood = gaussian_log_density(targets, mean, std)
         log_predictive = torch.logsumexp(log_likelihood, dim=0) - math.log(num_samples)  # [T, Q]
         loss = -log_predictive.mean()
         with torch.no_grad():
