@@ -27,7 +27,8 @@ def build_backbone(config: Config, batch_norm: str = "running",
         return BACKBONES["mlp"](in_features=spec.channels, hidden_sizes=tuple(config.model.hidden_sizes))
     return BACKBONES[config.model.backbone](
         in_channels=spec.channels, hidden_channels=config.model.hidden_channels,
-        image_size=config.data.image_size, batch_norm=batch_norm, **(options or {}))
+        image_size=config.data.image_size, batch_norm=batch_norm,
+        channels_last=config.train.channels_last, **(options or {}))
 
 
 def gradient_learner_options(config: Config) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
         "checkpoint": inner.checkpoint,
         "transductive": inner.transductive,
         "vectorize": inner.vectorize,
+        "backward_per_task": config.train.backward_per_task,
     }
 
 
@@ -57,8 +59,8 @@ def build_learner(config: Config) -> MetaLearner:
     with ``model.ensemble: M`` a :class:`~innerloop.algorithms.ensemble.DeepEnsemble` of ``M``
     such learners initialised from seeds ``seed, seed + 1, ...`` (member 0 is the single learner).
 
-    With ``train.channels_last`` the weights of image models use the NHWC memory layout (same
-    numbers up to floating-point summation order, faster convolutions on CPU).
+    With ``train.channels_last`` image models take their inputs and weights in the NHWC memory
+    layout (same numbers up to floating-point summation order, faster convolutions on CPU).
     """
     members = [build_single_learner(config, config.seed + index) for index in range(config.model.ensemble)]
     learner = members[0]

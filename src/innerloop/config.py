@@ -121,7 +121,8 @@ class TrainConfig:
     val_every: int = 1000
     val_episodes: int = 300
     checkpoint_every: int = 500
-    channels_last: bool = True  # NHWC memory layout: about 1.2x faster Conv-4 steps on CPU
+    channels_last: bool = True  # NHWC memory layout of images and weights: faster Conv-4 on CPU
+    backward_per_task: bool = True  # gradient learners free each task's graph in the meta-loss
 
 
 @dataclass

@@ -64,6 +64,7 @@ def make_batch_norm_stepwise(module: nn.Module, num_sets: int) -> list[str]:
         for child_name, grandchild in list(child.named_children()):
             if isinstance(grandchild, TaskBatchNorm):
                 stepwise = StepwiseTaskBatchNorm(grandchild.weight.shape[0], num_sets, grandchild.eps)
+                stepwise = stepwise.to(grandchild.weight)  # the original's dtype and device
                 with torch.no_grad():
                     stepwise.weight.copy_(grandchild.weight.expand_as(stepwise.weight))
                     stepwise.bias.copy_(grandchild.bias.expand_as(stepwise.bias))

@@ -5,11 +5,17 @@ is given and keeps no running statistics, so a network that uses it is a pure fu
 parameters and inputs: it runs unchanged under ``torch.func.functional_call``, ``grad`` and
 ``vmap`` (each task of a vmapped meta-batch is normalized with its own statistics).
 
-It is written with plain tensor operations rather than ``F.batch_norm(training=True)`` on
-purpose: with torch 2.13, ``F.batch_norm`` inside ``vmap`` with the meta-gradient taken outside
-the vmap gives wrong second-order gradients (relative error ~1e-2 after one inner step in
-float64). The hand-written form is checked against finite differences on every path
-(``tests/test_functional.py``).
+Two implementations, chosen per call, with the same numbers:
+
+* outside ``torch.func.vmap`` with one statistics group (every per-task loop):
+  ``F.batch_norm(training=True)`` without running statistics — torch's fused kernel, about 4x
+  faster than the written-out form on a ``[75, 64, 28, 28]`` NHWC batch on CPU, and its double
+  backward is exact (second-order MAML's meta-gradients are checked against finite differences);
+* inside ``vmap``, or with several groups: written out with plain tensor operations. With torch
+  2.13, ``F.batch_norm`` inside ``vmap`` with the meta-gradient taken outside the vmap gives
+  wrong second-order gradients (relative error ~1e-2 after one inner step in float64).
+
+Both are checked against finite differences on every path (``tests/test_functional.py``).
 
 
 Statistics groups: inside ``with batch_norm_groups(G):`` a batch of ``G * N`` examples is
@@ -24,6 +30,7 @@ import threading
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _groups = threading.local()
@@ -42,6 +49,20 @@ def batch_norm_groups(num_groups: int) -> Iterator[None]:
         _groups.value = previous
 
 
+def inside_vmap() -> bool:
+    """Whether the caller runs under ``torch.func.vmap`` (at any depth of nested transforms).
+
+    Reads torch's functorch interpreter stack; if that private interface is missing (a future
+    torch), answers True, which selects the implementation that is correct everywhere.
+    """
+    try:
+        stack = torch._C._functorch.get_interpreter_stack()
+        vmap = torch._C._functorch.TransformType.Vmap
+    except AttributeError:
+        return True
+    return any(interpreter.key() == vmap for interpreter in stack or ())
+
+
 def task_batch_norm(inputs: Tensor, weight: Tensor | None, bias: Tensor | None,
                     eps: float = 1e-5, num_groups: int | None = None) -> Tensor:
     """``(inputs - mean) / sqrt(var + eps) * weight + bias``, statistics over every dim but 1.
@@ -50,6 +71,15 @@ def task_batch_norm(inputs: Tensor, weight: Tensor | None, bias: Tensor | None,
     ``G * N`` examples are ``G`` consecutive groups, each normalized with its own statistics.
     """
     groups = getattr(_groups, "value", 1) if num_groups is None else num_groups
+    values_per_channel = inputs.numel() // max(inputs.shape[1], 1)
+    if groups == 1 and values_per_channel > 1 and not inside_vmap():  # see the module docstring
+        return F.batch_norm(inputs, None, None, weight, bias, training=True, momentum=0.0, eps=eps)
+    return written_out_batch_norm(inputs, weight, bias, eps, groups)
+
+
+def written_out_batch_norm(inputs: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+                           groups: int) -> Tensor:
+    """:func:`task_batch_norm` in plain tensor operations (correct under every transform)."""
     if inputs.shape[0] % groups:
         raise ValueError(f"a batch of {inputs.shape[0]} examples cannot form {groups} equal "
                          f"batch-norm groups")

@@ -25,6 +25,18 @@ is exactly MSE's (without ``optim.grad_clip``, whose global norm includes this o
 the minimizer is the root mean squared query error; the logged ``loss`` is then MSE + that NLL.
 Methods whose outer update is a surrogate (Reptile, iMAML) leave it at its initial value 1.
 
+Memory: with ``backward_per_task`` (the Trainer's default, ``train.backward_per_task``) the
+per-task loop of ``meta_loss`` back-propagates each task's query loss as soon as the task is done (``torch.autograd.grad`` of ``loss_t / T`` into a running sum ``meta_gradient``)
+and frees that task's graph, so meta-training memory is that of one task, not of the meta-batch
+(the plain loops of published implementations do the same by calling ``backward`` per task). It
+returns ``loss + Σ_p (p · meta_gradient_p) − stop_gradient(Σ_p p · meta_gradient_p)``: the value
+of the mean query loss, and exactly ``meta_gradient`` as its gradient with respect to the
+learner's parameters, so ``loss.backward()`` is unchanged for the Trainer (only gradients with
+respect to the parameters survive, and no second derivative of the meta-loss: code that
+differentiates the meta-loss with respect to anything else, such as hyperparameters outside the
+learner, leaves it off). It applies when autograd is on and no episode tensor requires a
+gradient; otherwise, and under ``vectorize``, the meta-loss keeps its full graph.
+
 When only the head adapts, the body's features of the support and query sets are computed once
 per task instead of once per inner step (same numbers, less work).
 """
@@ -93,6 +105,7 @@ class GradientLearner(MetaLearner):
         transductive: normalize queries together (True) or each with the support set (False);
             a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
+        backward_per_task: free each task's graph inside ``meta_loss`` (see the module docstring).
     """
 
     name = "gradient"
@@ -108,8 +121,9 @@ class GradientLearner(MetaLearner):
                  order: str = "second", adapt: str | None = None, inner_optimizer: str = "sgd",
                  inner_batch_size: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
                  transductive: bool = True, vectorize: bool = False, inner_momentum: float = 0.9,
-                 checkpoint: bool = False) -> None:
+                 checkpoint: bool = False, backward_per_task: bool = False) -> None:
         super().__init__()
+        self.backward_per_task = backward_per_task
         if task not in TASK_KINDS:
             raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, got '{task}'")
         if inner_optimizer not in INNER_OPTIMIZERS:
@@ -269,10 +283,47 @@ class GradientLearner(MetaLearner):
 
     def meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """Mean query loss over tasks after adaptation, and the query accuracy or MSE."""
+        if self._backpropagates_per_task(episodes):
+            return self._per_task_backward_meta_loss(episodes)
         outputs = self.query_logits(episodes)
         if self.task == "classification":
             return self._classification_loss(outputs, episodes)
         return self._regression_loss(outputs, episodes)
+
+    def _backpropagates_per_task(self, episodes: Episodes) -> bool:
+        inputs = (episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y)
+        return (self.backward_per_task and not self.vectorize and torch.is_grad_enabled()
+                and not any(tensor.requires_grad for tensor in inputs))
+
+    def _per_task_backward_meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
+        """The meta-loss with each task's graph freed as soon as its gradient is taken (see
+        the module docstring); same value, same gradient with respect to the parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        meta_gradient = [torch.zeros_like(p) for p in params]
+        outputs, losses = [], []
+        num_tasks = episodes.num_tasks
+        for t in range(num_tasks):
+            episode = episodes[t]
+            task_outputs = self.predict(self.adapt(episode.support_x, episode.support_y, episodes.ways),
+                                        episode.query_x)
+            task_loss = self.loss(task_outputs, episode.query_y)
+            if task_loss.requires_grad:
+                grads = torch.autograd.grad(task_loss / num_tasks, params, allow_unused=True)
+                for total, grad in zip(meta_gradient, grads):
+                    if grad is not None:
+                        total.add_(grad)
+            outputs.append(task_outputs.detach())
+            losses.append(task_loss.detach())
+        surrogate = sum(((p * g).sum() for p, g in zip(params, meta_gradient)), torch.zeros(()))
+        loss = torch.stack(losses).mean() + (surrogate - surrogate.detach())
+        query_outputs = torch.stack(outputs)
+        if self.task == "classification":
+            accuracy = (query_outputs.argmax(-1) == episodes.query_y).float().mean()
+            return loss, {"accuracy": float(accuracy)}
+        mse = loss.detach()
+        variance = torch.exp(2 * self.noise_log_std).expand_as(query_outputs)
+        noise_nll = F.gaussian_nll_loss(query_outputs, episodes.query_y, variance, full=True)
+        return loss + noise_nll, {"mse": float(mse), "nll": float(noise_nll.detach())}
 
     def _regression_loss(self, outputs: Tensor, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """Query MSE plus the Gaussian NLL that fits ``noise_log_std`` (mean detached)."""
