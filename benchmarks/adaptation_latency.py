@@ -32,10 +32,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "configs" / "omniglot"
 
 
 def method_configs() -> dict[str, Config]:
-    """Every algorithm as its 5-way 1-shot recipe builds it (defaults where it has none), plus
-    Matching Networks with full-context embeddings."""
+    """Every classification algorithm as its 5-way 1-shot recipe builds it (defaults where it
+    has none), plus Matching Networks with full-context embeddings."""
     configs = {}
-    for name in [*ALGORITHMS, "matching-fce"]:
+    classifiers = [name for name, cls in ALGORITHMS.items() if "classification" in cls.task_kinds]
+    for name in [*classifiers, "matching-fce"]:
         recipe = RECIPES / f"{name}-5w1s.yaml"
         overrides = ["train.ways=5", "eval.ways=5", "num_threads=1"]
         if recipe.is_file():

@@ -52,24 +52,19 @@ def decode_meta_batch(sampler: EpisodeSampler, indices, rows) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root")
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--json", help="also write the result here")
-    args = parser.parse_args()
+def measure(data_root: str | None, batches: int = 20) -> dict:
+    """Episodes/s of the sampler and of per-image decoding on Omniglot's train split (one thread)."""
     torch.set_num_threads(1)
-
-    store = load_omniglot(args.data_root, download=False)
+    store = load_omniglot(data_root, download=False)
     sampler = EpisodeSampler(omniglot_split(store, "train"), WAYS, SHOTS, QUERIES)
-    rows, archives = member_index(locate_archives(args.data_root, download=False))
+    rows, archives = member_index(locate_archives(data_root, download=False))
 
     generator = torch.Generator().manual_seed(0)
     sampler.sample(TASKS, generator)  # warm-up
     start = time.perf_counter()
-    for _ in range(args.batches * 10):
+    for _ in range(batches * 10):
         sampler.sample(TASKS, generator)
-    ours = args.batches * 10 * TASKS / (time.perf_counter() - start)
+    ours = batches * 10 * TASKS / (time.perf_counter() - start)
 
     generator = torch.Generator().manual_seed(1)
     check = sampler.sample_indices(TASKS, generator)
@@ -77,13 +72,13 @@ def main() -> None:
     episodes = sampler.gather(check)
     same = torch.allclose(episodes.support_x.squeeze(2), reference[:, :, :SHOTS].flatten(1, 2))
     start = time.perf_counter()
-    for _ in range(args.batches):
+    for _ in range(batches):
         decode_meta_batch(sampler, sampler.sample_indices(TASKS, generator), rows)
-    baseline = args.batches * TASKS / (time.perf_counter() - start)
+    baseline = batches * TASKS / (time.perf_counter() - start)
     for archive in archives:
         archive.close()
 
-    result = {
+    return {
         "benchmark": "sampler_speed",
         "meta_batch": f"{TASKS} tasks, {WAYS}-way {SHOTS}-shot, {QUERIES} queries, Omniglot train split",
         "innerloop_episodes_per_s": round(ours, 1),
@@ -95,6 +90,15 @@ def main() -> None:
         "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    result = measure(args.data_root, args.batches)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as file:
