@@ -4,11 +4,18 @@
     innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
     innerloop list
     innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
+
+Distributed meta-training: ``innerloop train`` launched by torchrun, one process per rank, each
+on a slice of every meta-batch (see :mod:`innerloop.train.distributed`); rank 0 prints, writes
+the run directory and evaluates. Each rank runs ``num_threads`` threads, so on a 2-core machine:
+
+    torchrun --standalone --nproc_per_node 2 -m innerloop train CONFIG --set num_threads=1
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,12 +27,19 @@ RECIPES = Path(__file__).resolve().parents[3] / "configs"
 
 def _train_and_report(config: Config, run_dir: Path, data_root: str | None, progress: bool,
                       evaluate: bool = True) -> int:
-    """Meta-train (or resume) ``config`` in ``run_dir``, then score its best checkpoint."""
+    """Meta-train (or resume) ``config`` in ``run_dir``, then score its best checkpoint. In a
+    distributed run every rank trains; rank 0 alone prints and evaluates."""
     from innerloop.evaluate.run import evaluate_run
+    from innerloop.train.distributed import current_place
     from innerloop.train.trainer import Trainer
 
-    print(f"run directory: {run_dir}")
-    result = Trainer(config, run_dir, data_root=data_root, progress=progress).fit()
+    place = current_place()
+    if place.is_main:
+        ranks = f" ({place.world_size} processes, {place.backend})" if place.is_distributed else ""
+        print(f"run directory: {run_dir}{ranks}")
+    result = Trainer(config, run_dir, data_root=data_root, progress=progress, place=place).fit()
+    if not place.is_main:
+        return 0
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation {result.metric} "
           f"{result.best_val_score:.4f} at step {result.best_step}")
     if evaluate:
@@ -35,11 +49,16 @@ def _train_and_report(config: Config, run_dir: Path, data_root: str | None, prog
 
 def _train(args: argparse.Namespace) -> int:
     from innerloop.config import load_config
+    from innerloop.train.distributed import init_distributed, shutdown_distributed
 
     config = load_config(args.config, args.set)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
-    return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
-                             evaluate=not args.no_eval)
+    init_distributed()  # under torchrun: join the process group; otherwise nothing
+    try:
+        return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
+                                 evaluate=not args.no_eval)
+    finally:
+        shutdown_distributed()
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -115,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="innerloop", description="Meta-learning in PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="meta-train a recipe, then evaluate its best checkpoint")
+    train = commands.add_parser(
+        "train", help="meta-train a recipe, then evaluate its best checkpoint",
+        description="Meta-train a recipe, then evaluate its best checkpoint. Distributed over N "
+                    "processes: torchrun --standalone --nproc_per_node N -m innerloop train CONFIG "
+                    "--set num_threads=1 (each rank runs num_threads threads on its slice of "
+                    "every meta-batch).")
     train.add_argument("config", help="YAML recipe, e.g. configs/omniglot/protonet-5w1s.yaml")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.steps=500 (repeatable)")
@@ -152,15 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _program() -> str:
+    """``innerloop``, or ``innerloop (rank R)`` in a process that torchrun started as rank R > 0."""
+    rank = os.environ.get("RANK", "0")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or rank == "0":
+        return "innerloop"
+    return f"innerloop (rank {rank})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except InnerloopError as error:
-        print(f"innerloop: error: {error}", file=sys.stderr)
+        print(f"{_program()}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("innerloop: interrupted; the run's last.pt holds the last completed step", file=sys.stderr)
+        print(f"{_program()}: interrupted; the run's last.pt holds the last completed step",
+              file=sys.stderr)
         return 130
 
 

@@ -18,6 +18,11 @@ the weights of an uninterrupted one:
 A non-finite loss or meta-gradient norm stops the run with :class:`TrainingDiverged` before the
 bad update is applied; an update that makes the weights non-finite stops it too, and is never
 saved.
+
+Under ``torchrun`` (an initialized process group) each rank trains on its slice of every
+meta-batch and the meta-gradients are averaged across ranks; rank 0 alone validates and writes
+files (:mod:`innerloop.train.distributed` explains the scheme). Without a process group nothing
+of this runs.
 """
 
 from __future__ import annotations
@@ -39,8 +44,13 @@ from innerloop.config import Config, config_from_dict, save_config, without_inap
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
 from innerloop.evaluate.protocol import evaluate_episodes
+from innerloop.tasks.episodes import Episodes
 from innerloop.tasks.fixed import FixedEpisodes
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from innerloop.train.distributed import (ProcessPlace, any_rank, average_buffer_updates,
+                                         average_gradients, average_scalars, broadcast_scalars,
+                                         check_replicas_agree, current_place, rank_slice,
+                                         rank_step_seed, wait_for_all_ranks)
 
 VALIDATION_SEED_OFFSET = 1_000_003
 
@@ -98,13 +108,20 @@ class Trainer:
         data_root: overrides ``config.data.root``.
         progress: show a progress bar.
         splits: already loaded splits by name (tests pass them to skip loading).
+        place: this process's rank and world size; default: the initialized process group's
+            (``torchrun``), else a single process.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, data_root: str | Path | None = None,
-                 progress: bool = True, splits: dict[str, ClassSplit] | None = None) -> None:
+                 progress: bool = True, splits: dict[str, ClassSplit] | None = None,
+                 place: ProcessPlace | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.place = place or current_place()
+        self.progress = progress and self.place.is_main
+        # This rank's tasks of every meta-batch; raises when there are fewer tasks than ranks.
+        self.task_slice = rank_slice(config.train.meta_batch_size, self.place.rank, self.place.world_size)
+        self.task_weight = (self.task_slice.stop - self.task_slice.start) / config.train.meta_batch_size
         set_threads(config)
         names = [config.data.train_split, config.data.val_split]
         self.splits = splits or load_splits(config, data_root, names)
@@ -143,6 +160,11 @@ class Trainer:
             "torch_rng_state": torch.get_rng_state(),
         }
 
+    def _save_last(self) -> None:
+        """Write ``last.pt`` (rank 0 only: every rank holds the same weights)."""
+        if self.place.is_main:
+            save_checkpoint(self._payload(), self.run_dir / LAST)
+
     def _resume(self) -> None:
         path = self.run_dir / LAST
         if not path.is_file():
@@ -167,7 +189,8 @@ class Trainer:
         self.logged_step = int(payload.get("logged_step", self.step))
         self.interval = dict(payload.get("interval", self.interval))
         torch.set_rng_state(payload["torch_rng_state"])
-        self._truncate_metrics()
+        if self.place.is_main:
+            self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
         """Keep the log lines of the state we resume from; the rest will be written again."""
@@ -185,13 +208,28 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.place.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
 
     # -- the loop ----------------------------------------------------------------------------
     def validate(self) -> float:
         """Score the fixed validation episodes; keep ``best.pt``. Each write comes before the
-        state that records it, so an interruption anywhere leaves a state that resume redoes."""
+        state that records it, so an interruption anywhere leaves a state that resume redoes.
+
+        With several ranks, rank 0 validates and the others wait for its outcome, so that every
+        rank holds the same ``best_*`` and ``validated_step``."""
+        if not self.place.is_distributed:
+            return self._validate_here()
+        score = self._validate_here() if self.place.is_main else math.nan
+        outcome = broadcast_scalars([score, self.best_val_score, self.best_val_non_finite,
+                                     self.best_step, self.validated_step])
+        score, self.best_val_score = outcome[0], outcome[1]
+        self.best_val_non_finite, self.best_step, self.validated_step = (int(v) for v in outcome[2:])
+        return score
+
+    def _validate_here(self) -> float:
         result = evaluate_episodes(self.learner, self.validation, self.config.eval.batch_size)
         if self._improves(result.mean, result.non_finite):
             save_checkpoint({"config": self.config.to_dict(), "step": self.step,
@@ -236,16 +274,28 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
-            episodes = self.sampler.sample(train.meta_batch_size, generator)
+            if self.place.is_distributed:
+                episodes = self._rank_episodes(generator)
+            else:
+                episodes = self.sampler.sample(train.meta_batch_size, generator)
             self.learner.set_training_step(self.step)
             loss, metrics = self.learner.meta_loss(episodes)
+            metric = self.learner.metric_name
+            loss_value, metric_value = float(loss.detach()), metrics.get(metric, math.nan)
             advice = (f"The update was not applied and {self.run_dir / LAST} holds the last good "
                       f"state. Lower optim.lr (now {lr:g}) or set optim.grad_clip, and start a new run.")
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"the meta-loss became {float(loss.detach())} at step "
+            loss_finite = bool(torch.isfinite(loss))
+            if self.place.is_distributed:  # the meta-batch's mean, and one decision for all ranks
+                loss_value, metric_value = average_scalars([loss_value, metric_value], self.task_weight)
+                loss_finite = not any_rank(not loss_finite)
+            if not loss_finite:
+                raise TrainingDiverged(f"the meta-loss became {loss_value} at step "
                                        f"{self.step + 1}. {advice}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.place.is_distributed:  # the same averaged gradient and buffers on every rank
+                average_gradients(self.learner, self.task_weight)
+                average_buffer_updates(self.learner, buffers, self.task_weight)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.learner.parameters(),
                                                        self.config.optim.grad_clip or math.inf)
             if not torch.isfinite(grad_norm):
@@ -264,13 +314,21 @@ class Trainer:
                 f"the update of step {self.step + 1} made the weights non-finite (with a finite "
                 f"meta-gradient). {self.run_dir / LAST} holds the newest finite state (the last "
                 f"periodic checkpoint). Lower optim.lr (now {lr:g}) and start a new run.")
-        self.interval["loss"] += float(loss.detach())
-        metric = self.learner.metric_name
-        self.interval[metric] = self.interval.get(metric, 0.0) + metrics.get(metric, math.nan)
+        self.interval["loss"] += loss_value
+        self.interval[metric] = self.interval.get(metric, 0.0) + metric_value
         self.interval["count"] += 1
         self.interval["lr"] = lr
         self.step += 1
         self._consistent = True
+
+    def _rank_episodes(self, generator: torch.Generator) -> Episodes:
+        """This rank's slice of the meta-batch of the step whose seed ``generator`` holds: the
+        plan of the whole meta-batch, as one process draws it, then only this slice's tensors.
+        Ranks > 0 reseed torch's stream from ``(seed, rank, step)`` (rank 0 keeps its own)."""
+        if not self.place.is_main:
+            torch.manual_seed(rank_step_seed(self.config.seed, self.place.rank, self.step))
+        plan = self.sampler.sample_indices(self.config.train.meta_batch_size, generator)
+        return self.sampler.gather(plan.slice(self.task_slice.start, self.task_slice.stop))
 
     def _log_interval(self, seconds: float) -> dict[str, float]:
         count = self.interval["count"]
@@ -278,6 +336,8 @@ class Trainer:
         record = {"step": self.step, "loss": self.interval["loss"] / count,
                   metric: self.interval.get(metric, math.nan) / count, "lr": self.interval["lr"],
                   "tasks_per_s": count * self.config.train.meta_batch_size / max(seconds, 1e-9)}
+        if self.place.is_distributed:  # tasks_per_s counts the whole meta-batch of all ranks
+            record["world_size"] = self.place.world_size
         self._log(record)
         self.logged_step = self.step
         self.interval = {"loss": 0.0, "count": 0, "lr": 0.0}
@@ -291,8 +351,12 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Run (or finish) meta-training; returns the best validation accuracy and its step."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.place.is_distributed:
+            wait_for_all_ranks()  # rank 0 has finished writing any earlier run's last.pt
         self._resume()
-        save_config(self.config, self.run_dir / "config.yaml")
+        check_replicas_agree(self.learner, self.step, self.run_dir)  # every rank read the same state
+        if self.place.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
         train = self.config.train
         start = interval_start = time.perf_counter()
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress,
@@ -310,7 +374,7 @@ class Trainer:
                     self.validate()
                     bar.set_postfix(best_val=f"{self.best_val_score:.4f}")
                 if self.step > 0 and (self.step % train.checkpoint_every == 0 or self.step == train.steps):
-                    save_checkpoint(self._payload(), self.run_dir / LAST)
+                    self._save_last()
                 if self.step >= train.steps:
                     break
                 self._train_step()
@@ -318,9 +382,11 @@ class Trainer:
         except BaseException:
             # Keep the last completed step: nothing is lost on a crash or Ctrl-C.
             if self._consistent and self._finite():
-                save_checkpoint(self._payload(), self.run_dir / LAST)
+                self._save_last()
             raise
         finally:
             bar.close()
+        if self.place.is_distributed:
+            wait_for_all_ranks()  # when fit returns on any rank, rank 0 has written the run
         return TrainResult(self.run_dir, self.step, self.learner.metric_name, self.best_val_score,
                            self.best_step, time.perf_counter() - start)
