@@ -17,23 +17,24 @@ from torch import nn
 from innerloop.algorithms import MAML, MetaSGD
 from innerloop.nn import MLP, Conv4
 from innerloop.tasks.episodes import Episodes
-from innerloop.nn.task_batch_norm import inside_vmap, task_batch_norm, written_out_batch_norm
+from innerloop.functional.transforms import inside_transform, inside_vmap
+from innerloop.nn.task_batch_norm import task_batch_norm, written_out_batch_norm
 
 from test_functional import make_episodes, make_learner
 
 
-def test_inside_vmap_sees_vmap_at_any_depth_and_nothing_else():
+def test_transform_detection_sees_vmap_and_grad_at_any_depth():
     seen = []
 
     def record(x):
-        seen.append(inside_vmap())
+        seen.append((inside_vmap(), inside_transform()))
         return x.sum()
 
     record(torch.ones(3))
     torch.func.grad(record)(torch.ones(3))
     torch.func.vmap(record)(torch.ones(2, 3))
     torch.func.vmap(torch.func.grad(record))(torch.ones(2, 3))
-    assert seen == [False, False, True, True]
+    assert seen == [(False, False), (False, True), (True, True), (True, True)]
 
 
 def test_fused_batch_norm_equals_written_out_form_to_second_order():
@@ -123,29 +124,36 @@ def test_maml_default_path_equals_plain_loop_on_usual_network():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("method, task", [(MAML, "classification"), (MetaSGD, "classification"),
                                           (MAML, "regression")])
-def test_backward_per_task_gives_the_full_graphs_loss_and_meta_gradient(method, task):
-    """Freeing each task's graph inside the meta-loss changes neither its value nor its
-    gradient with respect to the parameters (float64, second order, two inner steps)."""
+def test_backward_per_task_gives_the_full_graphs_loss_and_meta_gradient(method, task, workers):
+    """Freeing each task's graph inside the meta-loss, in one thread or dealt to two task
+    workers, changes neither its value nor its gradient with respect to the parameters
+    (float64, second order, two inner steps)."""
     if task == "regression":
         generator = torch.Generator().manual_seed(0)
         x = torch.rand(3, 8, 1, generator=generator, dtype=torch.float64) * 10 - 5
         episodes = Episodes(x[:, :4], torch.sin(x[:, :4]), x[:, 4:], torch.sin(x[:, 4:]), 1, 4, 4,
                             torch.zeros(3, 1, dtype=torch.int64))
         learners = [MAML(MLP(1, (8, 8)), 1, task="regression", inner_steps=2, inner_lr=0.1,
-                         backward_per_task=flag).double() for flag in (False, True)]
+                         backward_per_task=flag, task_workers=workers).double() for flag in (False, True)]
         with torch.no_grad():
             for learner in learners:
                 learner.noise_log_std.fill_(-0.5)
         learners[1].load_state_dict(learners[0].state_dict())
     else:
-        learners = [make_learner(method, "task", inner_steps=2, backward_per_task=flag) for flag in (False, True)]
+        learners = [make_learner(method, "task", inner_steps=2, backward_per_task=flag, task_workers=workers)
+                    for flag in (False, True)]
         episodes = make_episodes()
     results = []
     for learner in learners:
         loss, metrics = learner.meta_loss(episodes)
         results.append((loss, metrics, torch.autograd.grad(loss, list(learner.parameters()))))
+    threads = torch.get_num_threads()
+    again = torch.autograd.grad(learners[1].meta_loss(episodes)[0], list(learners[1].parameters()))
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting is undone
+    assert all(torch.equal(a, b) for a, b in zip(again, results[1][2]))  # independent of thread timing
     (full_loss, full_metrics, full_grads), (loss, metrics, grads) = results
     assert loss.grad_fn is not None and full_metrics.keys() == metrics.keys()
     torch.testing.assert_close(loss, full_loss, rtol=1e-12, atol=1e-12)

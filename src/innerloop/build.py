@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from innerloop.algorithms import ALGORITHMS, GradientLearner, MetaLearner
+from innerloop.allocator import keep_freed_memory
 from innerloop.algorithms.ensemble import DeepEnsemble
 from innerloop.config import Config
 from innerloop.data import DATASETS, ClassSplit
@@ -51,6 +52,7 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
         "transductive": inner.transductive,
         "vectorize": inner.vectorize,
         "backward_per_task": config.train.backward_per_task,
+        "task_workers": config.train.task_workers or max(1, config.num_threads),
     }
 
 
@@ -106,5 +108,7 @@ def build_sampler(config: Config, split: Any, ways: int, shots: int, queries: in
 
 
 def set_threads(config: Config) -> None:
+    """Torch's threads as configured, and freed memory kept for reuse (:mod:`innerloop.allocator`)."""
+    keep_freed_memory()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)

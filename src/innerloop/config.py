@@ -123,6 +123,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     channels_last: bool = True  # NHWC memory layout of images and weights: faster Conv-4 on CPU
     backward_per_task: bool = True  # gradient learners free each task's graph in the meta-loss
+    task_workers: int = 0  # threads taking a meta-batch's tasks in parallel; 0: one per num_threads
 
 
 @dataclass
@@ -301,6 +302,7 @@ def validate(config: Config) -> None:
                           f"got {config.optim.min_lr}")
     _at_least("seed", config.seed, 0)
     _at_least("num_threads", config.num_threads, 0)
+    _at_least("train.task_workers", config.train.task_workers, 0)
     _validate_inner(config)
     _common_ranges(config)
     _at_least("optim.weight_decay", config.optim.weight_decay, 0.0)

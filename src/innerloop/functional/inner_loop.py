@@ -10,9 +10,11 @@ and frozen) as a dict. How the meta-gradient flows back through it is one explic
   ``d adapted / d params`` is the identity (first-order MAML). The inner gradients are then
   computed on detached parameters, so no graph is built for them at all.
 
-Inner gradients come from ``torch.func.grad``, which works both in a plain per-task loop and
-inside ``torch.func.vmap`` over tasks, so the looped and the vmapped paths run the same code.
-When autograd is disabled (evaluation), the loop runs first order and keeps no graph.
+Inner gradients come from ``torch.func.grad`` under any ``torch.func`` transform (so the vmapped
+path runs the same code as the loop) and from ``torch.autograd.grad`` otherwise — the same
+numbers, and unlike ``torch.func.grad`` it may run in several threads at once (the per-task
+loop's task workers, see ``GradientLearner``). When autograd is disabled (evaluation), the loop
+runs first order and keeps no graph.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from innerloop.functional.inner_optimizers import InnerOptimizer
 from innerloop.functional.params import Params
+from innerloop.functional.transforms import inside_transform
 
 ORDERS = ("second", "first")
 
@@ -73,13 +76,27 @@ def inner_loop(loss_fn: InnerLoss, params: Params, adapted: Collection[str],
     for step in range(num_steps):
         if first_order:
             point = {name: tensor.detach() for name, tensor in fast.items()}
-            grads = torch.func.grad(lambda p: loss_fn({**frozen_for_grad, **p}, step))(point)
+            grads = gradient(lambda p: loss_fn({**frozen_for_grad, **p}, step), point, False)
         else:
-            grads = torch.func.grad(lambda p: loss_fn({**frozen, **p}, step))(fast)
+            grads = gradient(lambda p: loss_fn({**frozen, **p}, step), fast, True)
         fast, state = optimizer.update(grads, state, fast)
         if on_step is not None:
             on_step(step + 1, {**frozen, **fast})
     return {**frozen, **fast}
+
+
+def gradient(loss_of: Callable[[Params], Tensor], point: Params, differentiable: bool) -> Params:
+    """``d loss_of(point) / d point``; ``differentiable``: keep the graph of the gradient itself
+    (second order). ``torch.func.grad`` under a transform, ``torch.autograd.grad`` otherwise;
+    a constant entry of ``point`` (no graph) is differentiated as a fresh leaf either way."""
+    if inside_transform():
+        return torch.func.grad(loss_of)(point)
+    names = list(point)
+    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in point.values()]
+    with torch.enable_grad():
+        loss = loss_of(dict(zip(names, inputs)))
+        grads = torch.autograd.grad(loss, inputs, create_graph=differentiable, allow_unused=True)
+    return {name: torch.zeros_like(t) if g is None else g for name, t, g in zip(names, inputs, grads)}
 
 
 def _checkpointed_steps(loss_fn: InnerLoss, frozen: Params, fast: Params, optimizer: InnerOptimizer,

@@ -24,7 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from innerloop.nn.task_batch_norm import TaskBatchNorm, inside_vmap
+from innerloop.functional.transforms import inside_vmap
+from innerloop.nn.task_batch_norm import TaskBatchNorm
 
 BATCH_NORMS = ("running", "task", "none")
 

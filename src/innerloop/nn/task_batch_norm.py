@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from innerloop.functional.transforms import inside_vmap
+
 _groups = threading.local()
 
 
@@ -47,20 +49,6 @@ def batch_norm_groups(num_groups: int) -> Iterator[None]:
         yield
     finally:
         _groups.value = previous
-
-
-def inside_vmap() -> bool:
-    """Whether the caller runs under ``torch.func.vmap`` (at any depth of nested transforms).
-
-    Reads torch's functorch interpreter stack; if that private interface is missing (a future
-    torch), answers True, which selects the implementation that is correct everywhere.
-    """
-    try:
-        stack = torch._C._functorch.get_interpreter_stack()
-        vmap = torch._C._functorch.TransformType.Vmap
-    except AttributeError:
-        return True
-    return any(interpreter.key() == vmap for interpreter in stack or ())
 
 
 def task_batch_norm(inputs: Tensor, weight: Tensor | None, bias: Tensor | None,

@@ -37,13 +37,23 @@ differentiates the meta-loss with respect to anything else, such as hyperparamet
 learner, leaves it off). It applies when autograd is on and no episode tensor requires a
 gradient; otherwise, and under ``vectorize``, the meta-loss keeps its full graph.
 
+Task workers: with ``backward_per_task`` and ``task_workers = N > 1`` the tasks of a meta-batch
+are dealt to ``N`` threads (task ``t`` to worker ``t mod N``), each running one torch thread on
+its own shallow replica of the learner (same parameter tensors; ``functional_call`` swaps
+weights on the module it is given, so each thread needs its own modules). On a CPU whose cores
+would otherwise split each small per-task operation, whole tasks in parallel keep every core
+busy. The workers' gradient sums are added in worker order, so the result does not depend on
+thread timing.
+
 When only the head adapts, the body's features of the support and query sets are computed once
 per task instead of once per inner step (same numbers, less work).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +78,26 @@ from innerloop.tasks.episodes import Episodes
 TASK_KINDS = ("classification", "regression")
 SECOND_ORDER_ADAM_EPS_ROOT = 1e-12
 INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+_WORKER_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A persistent pool of ``workers`` threads (one per worker count)."""
+    if workers not in _WORKER_POOLS:
+        _WORKER_POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="innerloop-task")
+    return _WORKER_POOLS[workers]
+
+
+@dataclass
+class TaskGradients:
+    """What one task worker returns: the sum of its tasks' gradients of ``loss_t / T``, and each
+    task's detached query outputs and loss by task index."""
+
+    gradient_sum: list[Tensor]
+    outputs: dict[int, Tensor]
+    losses: dict[int, Tensor]
 
 
 def rate_key(name: str) -> str:
@@ -106,6 +136,8 @@ class GradientLearner(MetaLearner):
             a backbone without batch norm is never transductive.
         vectorize: run the tasks of a meta-batch under ``torch.func.vmap`` instead of a loop.
         backward_per_task: free each task's graph inside ``meta_loss`` (see the module docstring).
+        task_workers: threads that take the tasks of a meta-batch in parallel when
+            ``backward_per_task`` applies (see the module docstring).
     """
 
     name = "gradient"
@@ -121,9 +153,12 @@ class GradientLearner(MetaLearner):
                  order: str = "second", adapt: str | None = None, inner_optimizer: str = "sgd",
                  inner_batch_size: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
                  transductive: bool = True, vectorize: bool = False, inner_momentum: float = 0.9,
-                 checkpoint: bool = False, backward_per_task: bool = False) -> None:
+                 checkpoint: bool = False, backward_per_task: bool = False, task_workers: int = 1) -> None:
         super().__init__()
+        if task_workers < 1:
+            raise ValueError(f"task_workers must be >= 1, got {task_workers}")
         self.backward_per_task = backward_per_task
+        self.task_workers = task_workers
         if task not in TASK_KINDS:
             raise ValueError(f"task must be one of {', '.join(TASK_KINDS)}, got '{task}'")
         if inner_optimizer not in INNER_OPTIMIZERS:
@@ -299,24 +334,30 @@ class GradientLearner(MetaLearner):
         """The meta-loss with each task's graph freed as soon as its gradient is taken (see
         the module docstring); same value, same gradient with respect to the parameters."""
         params = [p for p in self.parameters() if p.requires_grad]
-        meta_gradient = [torch.zeros_like(p) for p in params]
-        outputs, losses = [], []
         num_tasks = episodes.num_tasks
-        for t in range(num_tasks):
-            episode = episodes[t]
-            task_outputs = self.predict(self.adapt(episode.support_x, episode.support_y, episodes.ways),
-                                        episode.query_x)
-            task_loss = self.loss(task_outputs, episode.query_y)
-            if task_loss.requires_grad:
-                grads = torch.autograd.grad(task_loss / num_tasks, params, allow_unused=True)
-                for total, grad in zip(meta_gradient, grads):
-                    if grad is not None:
-                        total.add_(grad)
-            outputs.append(task_outputs.detach())
-            losses.append(task_loss.detach())
+        workers = min(self.task_workers, num_tasks)
+        if workers == 1:
+            results = [self._task_gradients(episodes, range(num_tasks), params, threads=None)]
+        else:
+            shared = {id(tensor): tensor for tensor in (*self.parameters(), *self.buffers())}
+            replicas = [self] + [copy.deepcopy(self, dict(shared)) for _ in range(workers - 1)]
+            threads = torch.get_num_threads()
+            try:
+                futures = [worker_pool(workers).submit(replica._task_gradients, episodes,
+                                                       range(index, num_tasks, workers), params, 1)
+                           for index, replica in enumerate(replicas)]
+                results = [future.result() for future in futures]
+            finally:
+                torch.set_num_threads(threads)
+        meta_gradient = results[0].gradient_sum
+        for result in results[1:]:
+            for total, part in zip(meta_gradient, result.gradient_sum):
+                total.add_(part)
+        outputs = {t: o for result in results for t, o in result.outputs.items()}
+        losses = {t: value for result in results for t, value in result.losses.items()}
         surrogate = sum(((p * g).sum() for p, g in zip(params, meta_gradient)), torch.zeros(()))
-        loss = torch.stack(losses).mean() + (surrogate - surrogate.detach())
-        query_outputs = torch.stack(outputs)
+        loss = torch.stack([losses[t] for t in range(num_tasks)]).mean() + (surrogate - surrogate.detach())
+        query_outputs = torch.stack([outputs[t] for t in range(num_tasks)])
         if self.task == "classification":
             accuracy = (query_outputs.argmax(-1) == episodes.query_y).float().mean()
             return loss, {"accuracy": float(accuracy)}
@@ -324,6 +365,27 @@ class GradientLearner(MetaLearner):
         variance = torch.exp(2 * self.noise_log_std).expand_as(query_outputs)
         noise_nll = F.gaussian_nll_loss(query_outputs, episodes.query_y, variance, full=True)
         return loss + noise_nll, {"mse": float(mse), "nll": float(noise_nll.detach())}
+
+    def _task_gradients(self, episodes: Episodes, tasks: Sequence[int], params: list[Tensor],
+                        threads: int | None) -> TaskGradients:
+        """Adapt to each of ``tasks`` and take the gradient of its query loss (over the number
+        of tasks) with respect to ``params``; ``threads``: torch threads for this worker."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        result = TaskGradients([torch.zeros_like(p) for p in params], {}, {})
+        for t in tasks:
+            episode = episodes[t]
+            task_outputs = self.predict(self.adapt(episode.support_x, episode.support_y, episodes.ways),
+                                        episode.query_x)
+            task_loss = self.loss(task_outputs, episode.query_y)
+            if task_loss.requires_grad:
+                grads = torch.autograd.grad(task_loss / episodes.num_tasks, params, allow_unused=True)
+                for total, grad in zip(result.gradient_sum, grads):
+                    if grad is not None:
+                        total.add_(grad)
+            result.outputs[t] = task_outputs.detach()
+            result.losses[t] = task_loss.detach()
+        return result
 
     def _regression_loss(self, outputs: Tensor, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """Query MSE plus the Gaussian NLL that fits ``noise_log_std`` (mean detached)."""
