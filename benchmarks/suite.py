@@ -14,8 +14,11 @@ threads (2 by default, ``OMP_WAIT_POLICY=PASSIVE`` recommended).
    the same images (``benchmarks/references.py``). All start from the same weights (copied into
    the reference network) and see the same tasks, and a float64 run checks that every
    implementation's meta-gradient equals innerloop's (max abs difference relative to the
-   gradient's scale). Peak resident memory of each implementation comes from its own fresh
-   subprocess (one warm-up and one timed step).
+   gradient's scale). The process keeps freed memory for reuse (``innerloop.allocator``, what
+   innerloop's Trainer sets up), which speeds up every per-task loop, the references' too.
+   Each implementation then also runs alone in a fresh subprocess **as shipped** — innerloop
+   with its allocator setting, the others with the C library's default — for its peak resident
+   memory (one warm-up and two steps) and its tasks/s over the same rounds.
 2. **Every method**: meta-training tasks/s and peak memory, evaluation episodes/s (no autograd,
    the recipe's evaluation inner steps), and the ratio to the plain training step timed in the
    same subprocess.
@@ -41,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 TASKS, WAYS, SHOTS, QUERIES = 32, 5, 1, 15
-RESULTS = Path(__file__).resolve().parent / "results"
-RECIPES = Path(__file__).resolve().parents[1] / "configs" / "omniglot"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: subprocesses import benchmarks from here
+RESULTS = ROOT / "benchmarks" / "results"
+RECIPES = ROOT / "configs" / "omniglot"
 
 # name → (recipe, overrides, references it is compared with)
 HEAD_TO_HEAD: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
@@ -183,17 +187,24 @@ def child(kind: str, name: str, threads: int, rounds: int) -> dict[str, Any]:
     """What one subprocess measures (see the module docstring)."""
     import torch
 
+    from innerloop.allocator import keep_freed_memory
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if kind == "compare":
+        keep_freed_memory()
         steps, _ = implementations(name, threads)
         seconds = interleaved_seconds(steps, rounds)
         return {"seconds_per_step": seconds, "gradient_difference": gradient_agreement(name, threads)}
-    if kind == "memory":
+    if kind == "alone":
         comparison, implementation = name.split(":", 1)
+        if implementation == "innerloop":
+            keep_freed_memory()
         steps, _ = implementations(comparison, threads)
         step = steps[implementation]
-        return {"peak_memory_mib": peak_memory_mib(lambda: (step(), step()))}
+        memory = peak_memory_mib(lambda: (step(), step()))
+        return {"peak_memory_mib": memory, "seconds_per_step": interleaved_seconds({"alone": step}, rounds)["alone"]}
+    keep_freed_memory()
     return measure_method(name, threads, rounds)
 
 
@@ -232,7 +243,7 @@ def measure_method(method: str, threads: int, rounds: int) -> dict[str, Any]:
 def in_subprocess(kind: str, name: str, threads: int, rounds: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.suite", "--child", kind, name, "--threads", str(threads),
                "--rounds", str(rounds)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         message = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": message}
@@ -252,9 +263,10 @@ def head_to_head(threads: int, rounds: int) -> dict[str, Any]:
             result["tasks_per_s"] = {n: TASKS / s for n, s in result["seconds_per_step"].items()}
             result["innerloop_speedup"] = {n: result["seconds_per_step"][n] / result["seconds_per_step"]["innerloop"]
                                            for n in names if n != "innerloop"}
-            result["peak_memory_mib"] = {
-                n: in_subprocess("memory", f"{comparison}:{n}", threads, rounds).get("peak_memory_mib")
-                for n in names}
+            alone = {n: in_subprocess("alone", f"{comparison}:{n}", threads, rounds) for n in names}
+            result["peak_memory_mib"] = {n: alone[n].get("peak_memory_mib") for n in names}
+            result["as_shipped_tasks_per_s"] = {n: TASKS / alone[n]["seconds_per_step"] for n in names
+                                                if "seconds_per_step" in alone[n]}
         result["peers_not_installed"] = missing
         results[comparison] = result
         print(format_comparison(comparison, result), flush=True)
@@ -269,7 +281,9 @@ def format_comparison(comparison: str, result: dict[str, Any]) -> str:
         speedup = result["innerloop_speedup"].get(name)
         difference = result["gradient_difference"].get(name)
         memory = result["peak_memory_mib"].get(name)
-        parts = [f"  {name:20s} {rate:7.1f} tasks/s", f"{memory:7.0f} MiB" if memory is not None else "   ? MiB"]
+        shipped = result["as_shipped_tasks_per_s"].get(name)
+        parts = [f"  {name:20s} {rate:7.1f} tasks/s", f"{memory:7.0f} MiB" if memory is not None else "   ? MiB",
+                 f"as shipped {shipped:6.1f} tasks/s" if shipped is not None else "as shipped ?"]
         if speedup is not None:
             parts.append(f"innerloop {speedup:5.2f}x faster")
         if difference is not None:
@@ -309,17 +323,22 @@ def sampler(data_root: str | None) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# innerloop benchmark suite ({report['date']}, {report['threads']} threads, torch {report['torch']})", ""]
     lines += ["## Head to head (tasks/s; ratio = how many times faster innerloop is)", "",
-              "| comparison | implementation | tasks/s | innerloop speedup | peak MiB | float64 gradient difference |",
-              "|---|---|---|---|---|---|"]
+              "| comparison | implementation | tasks/s, same process | innerloop speedup | tasks/s as shipped "
+              "| innerloop speedup as shipped | peak MiB | float64 gradient difference |",
+              "|---|---|---|---|---|---|---|---|"]
     for comparison, result in report["head_to_head"].items():
         if "error" in result:
-            lines.append(f"| {comparison} | failed: {result['error']} | | | | |")
+            lines.append(f"| {comparison} | failed: {result['error']} | | | | | | |")
             continue
+        shipped = result["as_shipped_tasks_per_s"]
         for name, rate in result["tasks_per_s"].items():
             speedup = result["innerloop_speedup"].get(name)
             difference = result["gradient_difference"].get(name)
             memory = result["peak_memory_mib"].get(name)
+            alone = shipped.get(name)
+            alone_speedup = shipped.get("innerloop", 0) / alone if alone and name != "innerloop" else None
             lines.append(f"| {comparison} | {name} | {rate:.1f} | {f'{speedup:.2f}x' if speedup else '—'} | "
+                         f"{f'{alone:.1f}' if alone else '?'} | {f'{alone_speedup:.2f}x' if alone_speedup else '—'} | "
                          f"{f'{memory:.0f}' if memory is not None else '?'} | "
                          f"{f'{difference:.1e}' if difference is not None else '—'} |")
     if report.get("methods"):

@@ -3,6 +3,7 @@
     innerloop train CONFIG [--set key=value ...] [--run-dir DIR] [--data-root DIR]
     innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
     innerloop list
+    innerloop bench [suite options]   (the benchmark suite of a source checkout: python -m benchmarks)
     innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
 
 Distributed meta-training: ``innerloop train`` launched by torchrun, one process per rank, each
@@ -97,6 +98,19 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    root = RECIPES.parent
+    if not (root / "benchmarks" / "suite.py").is_file():
+        raise InnerloopError("innerloop bench runs the benchmark suite of a source checkout "
+                             "(benchmarks/ next to src/); clone the repository and run it there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.suite import main as suite
+
+    suite(args.options)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from innerloop.config import config_from_dict
     from innerloop.demo import DEMO_STEPS, SINUSOID_DEMO_STEPS, demo_config, sinusoid_demo_config
@@ -166,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="algorithms, backbones, datasets and recipes")
     listing.set_defaults(handler=_list)
 
+    bench = commands.add_parser(
+        "bench", help="the benchmark suite: speed and memory against references (python -m benchmarks)",
+        description="Run the benchmark suite; options after `bench` go to it, e.g. "
+                    "innerloop bench --methods maml protonet --skip-sampler. See python -m benchmarks --help.")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the suite")
+    bench.set_defaults(handler=_bench)
+
     demo = commands.add_parser("demo", help="train and evaluate a ProtoNet on Omniglot and MAML on "
                                              "sinusoids in a few minutes")
     demo.add_argument("--data-root")
@@ -185,7 +206,13 @@ def _program() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
+        # The suite's own options (``--methods ...``) pass through untouched.
+        args = argparse.Namespace(handler=_bench, options=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except InnerloopError as error:
