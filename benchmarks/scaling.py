@@ -3,7 +3,9 @@ steps and the image size grow.
 
 MAML, second order, on Conv-4 (64 channels, per-task batch norm), Omniglot-shaped 1-shot tasks
 (1 channel, 15 queries per class, random pixels: neither time nor memory depends on them), inner
-SGD at 0.4, per-task loop. Around the baseline (meta-batch 32, 5 ways, 1 inner step, 28x28) one
+SGD at 0.4, built as the Trainer builds it by default: per-task loop with each task's graph freed
+as soon as its meta-gradient is taken (``backward_per_task``), one task worker per thread, NHWC
+weights and images, freed memory kept for reuse (``innerloop.allocator``). Around the baseline (meta-batch 32, 5 ways, 1 inner step, 28x28) one
 axis varies at a time: meta-batch 4, 8, 16, 32, 64; ways 5, 10, 20; inner steps 1, 2, 5, 10; image
 side 28, 42, 56, 84. References: first-order MAML over the inner steps (no inner graph is kept, so its
 memory should stay flat) and ProtoNet (Conv-4 with ordinary batch norm, no inner loop) over the
@@ -76,14 +78,20 @@ def episodes(tasks: int, ways: int, image_size: int):
         ways=ways, shots=SHOTS, queries=QUERIES, class_ids=torch.zeros(tasks, ways, dtype=torch.int64))
 
 
-def build(method: str, ways: int, inner_steps: int, image_size: int):
+def build(method: str, ways: int, inner_steps: int, image_size: int, threads: int):
+    """The learner with the Trainer's default speed settings (see the module docstring)."""
+    import torch
+
     from innerloop.algorithms import MAML, ProtoNet
     from innerloop.nn import Conv4
 
     if method == "protonet":
-        return ProtoNet(Conv4(image_size=image_size, batch_norm="running"))
-    return MAML(Conv4(image_size=image_size, batch_norm="task"), ways, inner_steps=inner_steps,
-                inner_lr=INNER_LR, order=method.removeprefix("maml-"))
+        learner = ProtoNet(Conv4(image_size=image_size, batch_norm="running"))
+    else:
+        learner = MAML(Conv4(image_size=image_size, batch_norm="task"), ways, inner_steps=inner_steps,
+                       inner_lr=INNER_LR, order=method.removeprefix("maml-"), backward_per_task=True,
+                       task_workers=threads)
+    return learner.to(memory_format=torch.channels_last)
 
 
 def measure(method: str, tasks: int, ways: int, inner_steps: int, image_size: int, threads: int,
@@ -91,10 +99,13 @@ def measure(method: str, tasks: int, ways: int, inner_steps: int, image_size: in
     """Run in the child process: time ``steps`` meta-training steps, report peak memory."""
     import torch
 
+    from innerloop.allocator import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    learner = build(method, ways, inner_steps, image_size)
+    learner = build(method, ways, inner_steps, image_size, threads)
     return timed(learner, episodes(tasks, ways, image_size), steps, baseline_kib)
 
 

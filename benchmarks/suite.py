@@ -14,7 +14,11 @@ threads (2 by default, ``OMP_WAIT_POLICY=PASSIVE`` recommended).
    the same images (``benchmarks/references.py``). All start from the same weights (copied into
    the reference network) and see the same tasks, and a float64 run checks that every
    implementation's meta-gradient equals innerloop's (max abs difference relative to the
-   gradient's scale). The process keeps freed memory for reuse (``innerloop.allocator``, what
+   gradient's scale). ProtoNet is the exception to "the same function": innerloop embeds the
+   whole meta-batch in one call, so training-mode batch norm normalizes over all 32 tasks (its
+   documented semantics), while the plain loop normalizes each task; their gradients are
+   compared with batch norm on running statistics (evaluation mode), where both compute the
+   same function, and the timing compares the two training-mode steps. The process keeps freed memory for reuse (``innerloop.allocator``, what
    innerloop's Trainer sets up), which speeds up every per-task loop, the references' too.
    Each implementation then also runs alone in a fresh subprocess **as shipped** — innerloop
    with its allocator setting, the others with the C library's default — for its peak resident

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from innerloop.algorithms import MAML, MetaSGD
 from innerloop.nn import MLP, Conv4
 from innerloop.tasks.episodes import Episodes
 from innerloop.functional.transforms import inside_transform, inside_vmap
-from innerloop.nn.task_batch_norm import task_batch_norm, written_out_batch_norm
+from innerloop.nn.task_batch_norm import batch_norm_groups, task_batch_norm, written_out_batch_norm
 
 from test_functional import make_episodes, make_learner
 
@@ -161,3 +163,44 @@ def test_backward_per_task_gives_the_full_graphs_loss_and_meta_gradient(method, 
         assert metrics[key] == pytest.approx(full_metrics[key], rel=1e-10, abs=1e-12)
     for a, b in zip(grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _meta_loss_in_this_process() -> float:
+    learner = make_learner(MAML, "task", backward_per_task=True, task_workers=2)
+    return float(learner.meta_loss(make_episodes())[0].detach())
+
+
+def test_task_workers_run_in_a_forked_child_after_the_parent_used_them():
+    expected = _meta_loss_in_this_process()  # the parent's worker pool now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_meta_loss_in_this_process).get(timeout=120) == pytest.approx(expected)
+
+
+def test_per_task_meta_loss_keeps_unreached_parameters_without_gradient_and_steps_aside():
+    learner = make_learner(MAML, "task", backward_per_task=True, task_workers=2)
+    learner.unused = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    episodes = make_episodes()
+    learner.meta_loss(episodes)[0].backward()
+    assert learner.unused.grad is None and learner.network.head.weight.grad is not None
+    frozen = make_learner(MAML, "task", backward_per_task=True).requires_grad_(False)
+    assert torch.isfinite(frozen.meta_loss(episodes)[0])  # nothing to differentiate: the full-graph path
+    assert learner._parallel_workers(3) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert learner._parallel_workers(3) == 1  # worker threads would not see autocast
+    with batch_norm_groups(2):
+        assert learner._parallel_workers(3) == 1
+
+
+def test_per_task_meta_loss_steps_aside_under_torch_func():
+    """Under a ``torch.func`` transform the full graph is kept, so the transform sees all of it."""
+    learner = make_learner(MAML, "task", backward_per_task=True, task_workers=2)
+    episodes = make_episodes()
+    seen = []
+
+    def probe(x):
+        seen.append(learner._backpropagates_per_task(episodes))
+        return x.sum()
+
+    probe(torch.ones(2))
+    torch.func.grad(probe)(torch.ones(2))
+    assert seen == [True, False]

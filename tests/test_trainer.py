@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -163,6 +165,9 @@ def test_a_finished_run_can_be_extended_but_not_changed(tmp_path, splits):
     Trainer(quick_config(), tmp_path, splits=splits, progress=False).fit()
     longer = Trainer(quick_config(train={"steps": 8}), tmp_path, splits=splits, progress=False).fit()
     assert longer.steps == 8
+    faster = dataclasses.replace(quick_config(train={"steps": 10, "task_workers": 1, "backward_per_task": False,
+                                                     "channels_last": False}), num_threads=2)  # speed settings may change
+    assert Trainer(faster, tmp_path, splits=splits, progress=False).fit().steps == 10
     with pytest.raises(InnerloopError, match="different config"):
         Trainer(quick_config(optim={"lr": 0.5}), tmp_path, splits=splits, progress=False).fit()
 

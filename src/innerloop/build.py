@@ -52,7 +52,7 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
         "transductive": inner.transductive,
         "vectorize": inner.vectorize,
         "backward_per_task": config.train.backward_per_task,
-        "task_workers": config.train.task_workers or max(1, config.num_threads),
+        "task_workers": config.train.task_workers or max(1, config.num_threads or torch.get_num_threads()),
     }
 
 

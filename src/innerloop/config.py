@@ -122,8 +122,8 @@ class TrainConfig:
     val_episodes: int = 300
     checkpoint_every: int = 500
     channels_last: bool = True  # NHWC memory layout of images and weights: faster Conv-4 on CPU
-    backward_per_task: bool = True  # gradient learners free each task's graph in the meta-loss
-    task_workers: int = 0  # threads taking a meta-batch's tasks in parallel; 0: one per num_threads
+    backward_per_task: bool = True  # MAML, ANIL, BOIL, Meta-SGD, CAVIA, metalstm: free each task's graph
+    task_workers: int = 0  # threads taking their tasks in parallel; 0: one per num_threads (or core)
 
 
 @dataclass

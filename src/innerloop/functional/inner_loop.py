@@ -13,8 +13,11 @@ and frozen) as a dict. How the meta-gradient flows back through it is one explic
 Inner gradients come from ``torch.func.grad`` under any ``torch.func`` transform (so the vmapped
 path runs the same code as the loop) and from ``torch.autograd.grad`` otherwise — the same
 numbers, and unlike ``torch.func.grad`` it may run in several threads at once (the per-task
-loop's task workers, see ``GradientLearner``). When autograd is disabled (evaluation), the loop
-runs first order and keeps no graph.
+loop's task workers, see ``GradientLearner``; two threads of ``torch.func.grad`` in the per-task
+loop failed here with an internal functorch assertion). When autograd is disabled (evaluation),
+the loop runs first order and keeps no graph. First-order inner gradients are constants on the
+loop path, also with respect to tensors the loss captures (data that requires a gradient);
+under ``vmap``, ``torch.func.grad`` keeps their dependence on such captured tensors.
 """
 
 from __future__ import annotations

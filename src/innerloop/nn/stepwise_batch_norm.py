@@ -36,6 +36,11 @@ def batch_norm_step(step: int) -> Iterator[None]:
         _step.value = previous
 
 
+def current_batch_norm_step() -> int:
+    """The step set by the enclosing :func:`batch_norm_step` (0 outside any)."""
+    return getattr(_step, "value", 0)
+
+
 class StepwiseTaskBatchNorm(nn.Module):
     """Task batch norm with one learned (weight, bias) pair per inner step."""
 

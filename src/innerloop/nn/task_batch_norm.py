@@ -51,6 +51,11 @@ def batch_norm_groups(num_groups: int) -> Iterator[None]:
         _groups.value = previous
 
 
+def current_batch_norm_groups() -> int:
+    """The number of groups set by the enclosing :func:`batch_norm_groups` (1 outside any)."""
+    return getattr(_groups, "value", 1)
+
+
 def task_batch_norm(inputs: Tensor, weight: Tensor | None, bias: Tensor | None,
                     eps: float = 1e-5, num_groups: int | None = None) -> Tensor:
     """``(inputs - mean) / sqrt(var + eps) * weight + bias``, statistics over every dim but 1.

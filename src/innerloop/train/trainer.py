@@ -92,10 +92,20 @@ class TrainResult:
     seconds: float
 
 
+# How fast a run goes, not what it computes: these may change on resume (another thread count,
+# another number of torchrun ranks), as may the step budget.
+RESUMABLE_CHANGES = (("train", "steps"), ("num_threads",), ("train", "task_workers"),
+                     ("train", "backward_per_task"), ("train", "channels_last"))
+
+
 def _resumable_part(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """What must not change when a run is resumed (everything but the step budget)."""
+    """What must not change when a run is resumed (all but :data:`RESUMABLE_CHANGES`)."""
     trimmed = json.loads(json.dumps(config_dict))
-    trimmed["train"].pop("steps")
+    for *sections, key in RESUMABLE_CHANGES:
+        section = trimmed
+        for name in sections:
+            section = section[name]
+        section.pop(key, None)
     return trimmed
 
 
@@ -174,7 +184,9 @@ class Trainer:
         if _resumable_part(saved.to_dict()) != _resumable_part(self.config.to_dict()):
             raise InnerloopError(
                 f"{self.run_dir} holds a run with a different config; resume it with the same "
-                f"config (only train.steps may change) or choose another run directory.")
+                f"config (only train.steps and the speed settings num_threads, train.task_workers, "
+                f"train.backward_per_task and train.channels_last may change) or choose another "
+                f"run directory.")
         self.learner.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])

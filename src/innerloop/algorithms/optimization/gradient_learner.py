@@ -29,21 +29,25 @@ Memory: with ``backward_per_task`` (the Trainer's default, ``train.backward_per_
 per-task loop of ``meta_loss`` back-propagates each task's query loss as soon as the task is done (``torch.autograd.grad`` of ``loss_t / T`` into a running sum ``meta_gradient``)
 and frees that task's graph, so meta-training memory is that of one task, not of the meta-batch
 (the plain loops of published implementations do the same by calling ``backward`` per task). It
-returns ``loss + Σ_p (p · meta_gradient_p) − stop_gradient(Σ_p p · meta_gradient_p)``: the value
-of the mean query loss, and exactly ``meta_gradient`` as its gradient with respect to the
-learner's parameters, so ``loss.backward()`` is unchanged for the Trainer (only gradients with
+returns the mean query loss through :class:`InjectedGradient`, whose backward pass hands
+``meta_gradient`` to the learner's parameters: the same value, and exactly ``meta_gradient`` as
+its gradient with respect to them (a non-finite gradient stays in the gradient, not the value), so ``loss.backward()`` is unchanged for the Trainer (only gradients with
 respect to the parameters survive, and no second derivative of the meta-loss: code that
 differentiates the meta-loss with respect to anything else, such as hyperparameters outside the
-learner, leaves it off). It applies when autograd is on and no episode tensor requires a
-gradient; otherwise, and under ``vectorize``, the meta-loss keeps its full graph.
+learner, leaves it off). A parameter that no task reaches keeps no gradient (``None``), as with
+the full graph. It applies when autograd is on, no ``torch.func`` transform is active, some
+parameter requires a gradient and no episode tensor does; otherwise, and under ``vectorize``, the
+meta-loss keeps its full graph.
 
 Task workers: with ``backward_per_task`` and ``task_workers = N > 1`` the tasks of a meta-batch
-are dealt to ``N`` threads (task ``t`` to worker ``t mod N``), each running one torch thread on
+are dealt to ``N`` threads (then memory is that of ``N`` tasks) (task ``t`` to worker ``t mod N``), each running one torch thread on
 its own shallow replica of the learner (same parameter tensors; ``functional_call`` swaps
 weights on the module it is given, so each thread needs its own modules). On a CPU whose cores
 would otherwise split each small per-task operation, whole tasks in parallel keep every core
 busy. The workers' gradient sums are added in worker order, so the result does not depend on
-thread timing.
+thread timing. The caller's thread-local state does not reach worker threads, so one worker
+runs when autocast, saved-tensor hooks, ``batch_norm_groups`` or ``batch_norm_step`` are active,
+and so do methods whose adaptation calls ``torch.func`` (``thread_safe_adaptation = False``).
 
 When only the head adapts, the body's features of the support and query sets are computed once
 per task instead of once per inner step (same numbers, less work).
@@ -52,6 +56,7 @@ per task instead of once per inner step (same numbers, less work).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,7 +77,9 @@ from innerloop.functional import (
     parameter_filter,
 )
 from innerloop.functional.params import HEAD_PREFIX, parameters_of, run
-from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups
+from innerloop.functional.transforms import inside_transform
+from innerloop.nn.stepwise_batch_norm import current_batch_norm_step
+from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups, current_batch_norm_groups
 from innerloop.tasks.episodes import Episodes
 
 TASK_KINDS = ("classification", "regression")
@@ -81,6 +88,8 @@ INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 _WORKER_POOLS: dict[int, ThreadPoolExecutor] = {}
+# A forked child inherits the pools but not their threads: it must start its own.
+os.register_at_fork(after_in_child=_WORKER_POOLS.clear)
 
 
 def worker_pool(workers: int) -> ThreadPoolExecutor:
@@ -90,12 +99,27 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     return _WORKER_POOLS[workers]
 
 
+class InjectedGradient(torch.autograd.Function):
+    """``value`` in the forward pass; in the backward pass, ``gradients[i] * grad_output`` for
+    ``params[i]`` (``None`` where a parameter got no gradient), and nothing for ``value``."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, gradients: list[Tensor | None], *params: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.gradients = gradients
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        return (None, None, *(None if g is None else g * grad_output for g in ctx.gradients))
+
+
 @dataclass
 class TaskGradients:
-    """What one task worker returns: the sum of its tasks' gradients of ``loss_t / T``, and each
-    task's detached query outputs and loss by task index."""
+    """What one task worker returns: the sum of its tasks' gradients of ``loss_t / T`` (``None``
+    for a parameter none of its tasks reached), and each task's detached query outputs and loss
+    by task index."""
 
-    gradient_sum: list[Tensor]
+    gradient_sum: list[Tensor | None]
     outputs: dict[int, Tensor]
     losses: dict[int, Tensor]
 
@@ -146,6 +170,7 @@ class GradientLearner(MetaLearner):
     backbone_batch_norm = "task"
     default_adapt = "all"
     fixed_ways = True  # a linear head with one unit per label
+    thread_safe_adaptation = True  # adapt/predict may run in task worker threads (no torch.func there)
     task_kinds = TASK_KINDS
 
     def __init__(self, backbone: nn.Module, outputs: int, task: str = "classification",
@@ -328,14 +353,30 @@ class GradientLearner(MetaLearner):
     def _backpropagates_per_task(self, episodes: Episodes) -> bool:
         inputs = (episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y)
         return (self.backward_per_task and not self.vectorize and torch.is_grad_enabled()
+                and not inside_transform() and any(p.requires_grad for p in self.parameters())
                 and not any(tensor.requires_grad for tensor in inputs))
+
+    def _parallel_workers(self, num_tasks: int) -> int:
+        """How many task workers may run: one when the caller holds thread-local state that
+        worker threads would not see (autocast, saved-tensor hooks, batch-norm groups or steps)."""
+        workers = min(self.task_workers, num_tasks) if self.thread_safe_adaptation else 1
+        if workers > 1:
+            try:
+                autocast = torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled()
+            except TypeError:  # an older torch: no device argument
+                autocast = torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+            hooks = torch._C._autograd._top_saved_tensors_default_hooks(False) is not None \
+                if hasattr(torch._C._autograd, "_top_saved_tensors_default_hooks") else False
+            if autocast or hooks or current_batch_norm_groups() != 1 or current_batch_norm_step() != 0:
+                return 1
+        return workers
 
     def _per_task_backward_meta_loss(self, episodes: Episodes) -> tuple[Tensor, dict[str, float]]:
         """The meta-loss with each task's graph freed as soon as its gradient is taken (see
         the module docstring); same value, same gradient with respect to the parameters."""
         params = [p for p in self.parameters() if p.requires_grad]
         num_tasks = episodes.num_tasks
-        workers = min(self.task_workers, num_tasks)
+        workers = self._parallel_workers(num_tasks)
         if workers == 1:
             results = [self._task_gradients(episodes, range(num_tasks), params, threads=None)]
         else:
@@ -351,12 +392,14 @@ class GradientLearner(MetaLearner):
                 torch.set_num_threads(threads)
         meta_gradient = results[0].gradient_sum
         for result in results[1:]:
-            for total, part in zip(meta_gradient, result.gradient_sum):
-                total.add_(part)
+            for index, part in enumerate(result.gradient_sum):
+                if part is not None:
+                    total = meta_gradient[index]
+                    meta_gradient[index] = part if total is None else total.add_(part)
         outputs = {t: o for result in results for t, o in result.outputs.items()}
         losses = {t: value for result in results for t, value in result.losses.items()}
-        surrogate = sum(((p * g).sum() for p, g in zip(params, meta_gradient)), torch.zeros(()))
-        loss = torch.stack([losses[t] for t in range(num_tasks)]).mean() + (surrogate - surrogate.detach())
+        value = torch.stack([losses[t] for t in range(num_tasks)]).mean()
+        loss = InjectedGradient.apply(value, meta_gradient, *params)
         query_outputs = torch.stack([outputs[t] for t in range(num_tasks)])
         if self.task == "classification":
             accuracy = (query_outputs.argmax(-1) == episodes.query_y).float().mean()
@@ -372,7 +415,7 @@ class GradientLearner(MetaLearner):
         of tasks) with respect to ``params``; ``threads``: torch threads for this worker."""
         if threads is not None:
             torch.set_num_threads(threads)
-        result = TaskGradients([torch.zeros_like(p) for p in params], {}, {})
+        result = TaskGradients([None] * len(params), {}, {})
         for t in tasks:
             episode = episodes[t]
             task_outputs = self.predict(self.adapt(episode.support_x, episode.support_y, episodes.ways),
@@ -380,9 +423,10 @@ class GradientLearner(MetaLearner):
             task_loss = self.loss(task_outputs, episode.query_y)
             if task_loss.requires_grad:
                 grads = torch.autograd.grad(task_loss / episodes.num_tasks, params, allow_unused=True)
-                for total, grad in zip(result.gradient_sum, grads):
+                for index, grad in enumerate(grads):
                     if grad is not None:
-                        total.add_(grad)
+                        total = result.gradient_sum[index]
+                        result.gradient_sum[index] = grad if total is None else total.add_(grad)
             result.outputs[t] = task_outputs.detach()
             result.losses[t] = task_loss.detach()
         return result

@@ -77,6 +77,8 @@ class MetaLearnerLSTM(GradientLearner):
     name = "metalstm"
     default_adapt = "all"
 
+    thread_safe_adaptation = False  # adapt calls torch.func.grad_and_value (not thread-safe)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.vectorize or self.checkpoint:
