@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -254,12 +255,14 @@ def in_subprocess(kind: str, name: str, threads: int, rounds: int) -> dict[str, 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def head_to_head(threads: int, rounds: int) -> dict[str, Any]:
+def head_to_head(threads: int, rounds: int, comparisons: list[str] | None = None) -> dict[str, Any]:
     from benchmarks.references import peers
 
     installed = set(peers())
     results = {}
     for comparison, (_, _, others) in HEAD_TO_HEAD.items():
+        if comparisons and comparison not in comparisons:
+            continue
         missing = [name for name in others if name not in ("plain loop",) and name not in installed]
         result = in_subprocess("compare", comparison, threads, rounds)
         if "error" not in result:
@@ -325,7 +328,8 @@ def sampler(data_root: str | None) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# innerloop benchmark suite ({report['date']}, {report['threads']} threads, torch {report['torch']})", ""]
+    lines = [f"# innerloop benchmark suite ({report['date']}, {report['threads']} threads, torch {report['torch']}, "
+             f"OMP_WAIT_POLICY={report.get('omp_wait_policy', '?')})", ""]
     lines += ["## Head to head (tasks/s; ratio = how many times faster innerloop is)", "",
               "| comparison | implementation | tasks/s, same process | innerloop speedup | tasks/s as shipped "
               "| innerloop speedup as shipped | peak MiB | float64 gradient difference |",
@@ -374,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="*", help="methods of the every-method table (default: all)")
     parser.add_argument("--skip-methods", action="store_true")
     parser.add_argument("--skip-head-to-head", action="store_true")
+    parser.add_argument("--comparisons", nargs="*", choices=list(HEAD_TO_HEAD),
+                        help="head-to-head comparisons to run (default: all)")
     parser.add_argument("--skip-sampler", action="store_true")
     parser.add_argument("--data-root", help="Omniglot for the sampler benchmark (default: INNERLOOP_DATA)")
     parser.add_argument("--json", default=str(RESULTS / "suite.json"), help="the JSON report (.md next to it)")
@@ -389,9 +395,10 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "suite", "setting": f"{TASKS} tasks, {WAYS}-way {SHOTS}-shot, {QUERIES} queries per class, "
                                           "Conv-4 (64 channels), 1x28x28",
         "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
     if not args.skip_head_to_head:
-        report["head_to_head"] = head_to_head(args.threads, args.rounds)
+        report["head_to_head"] = head_to_head(args.threads, args.rounds, args.comparisons)
     else:
         report["head_to_head"] = {}
     if not args.skip_methods:

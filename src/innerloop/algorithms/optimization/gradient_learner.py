@@ -426,7 +426,8 @@ class GradientLearner(MetaLearner):
                 for index, grad in enumerate(grads):
                     if grad is not None:
                         total = result.gradient_sum[index]
-                        result.gradient_sum[index] = grad if total is None else total.add_(grad)
+                        # A fresh buffer: autograd may return an expanded (stride-0) gradient.
+                        result.gradient_sum[index] = grad.clone() if total is None else total.add_(grad)
             result.outputs[t] = task_outputs.detach()
             result.losses[t] = task_loss.detach()
         return result
