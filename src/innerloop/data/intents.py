@@ -1,0 +1,182 @@
+"""Few-shot intent classification corpora: CLINC150, BANKING77 and HWU64, read from their files.
+
+Each reader returns an :class:`IntentCorpus` for one split: the utterances, an integer label
+per utterance, the label names (the index is the label id) and each label's group — its domain
+(CLINC150), its scenario (HWU64) or ``banking`` (BANKING77, single-domain). Files are read from
+``<root>/<dataset>/`` (``root`` as for Omniglot: an explicit folder, ``$INNERLOOP_DATA`` or the
+user cache; :mod:`innerloop.data.paths`), with the format quirks of each source handled:
+
+* **CLINC150** (Larson et al., EMNLP 2019), ``clinc150/data_full.json`` + ``domains.json``: splits
+  ``train`` / ``val`` / ``test`` with 150 intents in 10 domains, and the out-of-scope utterances
+  (``oos_train`` / ``oos_val`` / ``oos_test``, label ``oos``, group ``out_of_scope``) added to a
+  split with ``out_of_scope=True``.
+* **BANKING77** (Casanueva et al., 2020), ``banking77/{train,test}.csv`` + ``categories.json``:
+  RFC 4180 CSV with CRLF records and line feeds inside quoted fields (so a real CSV parser);
+  texts are stripped of surrounding whitespace (after which six test utterances equal train
+  utterances: the files keep them apart only by a leading line feed or space).
+* **HWU64** (Liu et al., 2019), ``hwu64/{train,test}/<scenario>_<intent>.csv``: one
+  semicolon-separated file per label; the text is ``answer_from_anno``.
+
+Counts are checked against the published ones, so a truncated or altered file stops with a
+message instead of producing different tasks. These readers use only the standard library; the
+text encoders and episode samplers build on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from innerloop.data.paths import resolve_data_root
+from innerloop.errors import DataError
+
+OUT_OF_SCOPE = "oos"
+OUT_OF_SCOPE_GROUP = "out_of_scope"
+
+CLINC150_SPLITS = ("train", "val", "test")
+CLINC150_COUNTS = {"train": 15000, "val": 3000, "test": 4500,
+                   "oos_train": 100, "oos_val": 100, "oos_test": 1000}
+CLINC150_INTENTS, CLINC150_DOMAINS = 150, 10
+BANKING77_SPLITS = ("train", "test")
+BANKING77_COUNTS = {"train": 10003, "test": 3080}
+BANKING77_INTENTS = 77
+HWU64_SPLITS = ("train", "test")
+HWU64_COUNTS = {"train": 9960, "test": 1076}
+HWU64_LABELS, HWU64_SCENARIOS = 64, 18
+
+
+@dataclass(frozen=True)
+class IntentCorpus:
+    """The labelled utterances of one split of an intent dataset.
+
+    Attributes:
+        name: the dataset (``clinc150``, ``banking77``, ``hwu64``).
+        split: the split read.
+        texts: the utterances.
+        labels: the label id of each utterance (an index into ``label_names``).
+        label_names: every label of the dataset, in a fixed order shared by all splits.
+        label_groups: the domain or scenario of each label.
+    """
+
+    name: str
+    split: str
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    label_names: tuple[str, ...]
+    label_groups: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def counts(self) -> dict[str, int]:
+        """Utterances per label name (labels without any utterance in this split left out)."""
+        totals: dict[str, int] = {}
+        for label in self.labels:
+            name = self.label_names[label]
+            totals[name] = totals.get(name, 0) + 1
+        return totals
+
+
+def dataset_folder(name: str, root: str | Path | None, files: list[str]) -> Path:
+    """``<root>/<name>``, after checking that ``files`` are there (else a message that says
+    which files to put where)."""
+    folder = resolve_data_root(root) / name
+    missing = [file for file in files if not (folder / file).exists()]
+    if missing:
+        raise DataError(f"{name}: {', '.join(missing)} not found in {folder}. Put the dataset's "
+                        f"official files there (layout: {', '.join(files)}), or point --data-root / "
+                        f"INNERLOOP_DATA at a folder whose {name}/ holds them.")
+    return folder
+
+
+def _check_count(name: str, split: str, found: int, expected: int, path: Path) -> None:
+    if found != expected:
+        raise DataError(f"{name} {split}: {path} holds {found} utterances, the published dataset "
+                        f"{expected}; the file is truncated or altered — replace it with the official one.")
+
+
+def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
+    if split not in splits:
+        raise ValueError(f"{name} has splits {', '.join(splits)}; got '{split}'")
+
+
+def read_clinc150(split: str, root: str | Path | None = None, out_of_scope: bool = False) -> IntentCorpus:
+    """CLINC150's ``split`` (``train`` / ``val`` / ``test``); with ``out_of_scope`` its
+    out-of-scope utterances too (label ``oos``, the last label id)."""
+    _check_split("clinc150", split, CLINC150_SPLITS)
+    folder = dataset_folder("clinc150", root, ["data_full.json", "domains.json"])
+    data = json.loads((folder / "data_full.json").read_text(encoding="utf-8"))
+    domains = json.loads((folder / "domains.json").read_text(encoding="utf-8"))
+    names = [intent for domain in domains for intent in domains[domain]]
+    groups = [domain for domain in domains for _ in domains[domain]]
+    if len(names) != CLINC150_INTENTS or len(domains) != CLINC150_DOMAINS:
+        raise DataError(f"{folder / 'domains.json'} lists {len(names)} intents in {len(domains)} domains; "
+                        f"CLINC150 has {CLINC150_INTENTS} in {CLINC150_DOMAINS}. Use the official file.")
+    names.append(OUT_OF_SCOPE)
+    groups.append(OUT_OF_SCOPE_GROUP)
+    label_id = {name: index for index, name in enumerate(names)}
+    parts = [split] + ([f"oos_{split}"] if out_of_scope else [])
+    texts: list[str] = []
+    labels: list[int] = []
+    for part in parts:
+        rows = data.get(part, [])
+        _check_count("clinc150", part, len(rows), CLINC150_COUNTS[part], folder / "data_full.json")
+        for text, intent in rows:
+            if intent not in label_id:
+                raise DataError(f"clinc150 {part}: intent '{intent}' is not in domains.json")
+            texts.append(text)
+            labels.append(label_id[intent])
+    return IntentCorpus("clinc150", split, tuple(texts), tuple(labels), tuple(names), tuple(groups))
+
+
+def read_banking77(split: str, root: str | Path | None = None) -> IntentCorpus:
+    """BANKING77's ``split`` (``train`` / ``test``), label ids in ``categories.json`` order."""
+    _check_split("banking77", split, BANKING77_SPLITS)
+    folder = dataset_folder("banking77", root, [f"{split}.csv", "categories.json"])
+    names = json.loads((folder / "categories.json").read_text(encoding="utf-8"))
+    if len(names) != BANKING77_INTENTS:
+        raise DataError(f"{folder / 'categories.json'} lists {len(names)} intents; BANKING77 has "
+                        f"{BANKING77_INTENTS}. Use the official file.")
+    label_id = {name: index for index, name in enumerate(names)}
+    path = folder / f"{split}.csv"
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    if not rows or rows[0] != ["text", "category"]:
+        raise DataError(f"{path} does not start with the header 'text,category'. Use the official file.")
+    texts, labels = [], []
+    for text, category in rows[1:]:
+        if category not in label_id:
+            raise DataError(f"banking77 {split}: intent '{category}' is not in categories.json")
+        texts.append(text.strip())
+        labels.append(label_id[category])
+    _check_count("banking77", split, len(texts), BANKING77_COUNTS[split], path)
+    return IntentCorpus("banking77", split, tuple(texts), tuple(labels), tuple(names),
+                        ("banking",) * len(names))
+
+
+def read_hwu64(split: str, root: str | Path | None = None) -> IntentCorpus:
+    """HWU64's ``split`` (``train`` / ``test``): one file per ``<scenario>_<intent>`` label,
+    label ids in the sorted order of the file names, groups the scenarios."""
+    _check_split("hwu64", split, HWU64_SPLITS)
+    folder = dataset_folder("hwu64", root, ["train", "test"])
+    files = sorted((folder / split).glob("*.csv"))
+    if len(files) != HWU64_LABELS:
+        raise DataError(f"{folder / split} holds {len(files)} label files; HWU64 has {HWU64_LABELS}. "
+                        f"Use the official files.")
+    names, groups, texts, labels = [], [], [], []
+    for index, path in enumerate(files):
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file, delimiter=";"))
+        if not rows or "answer_from_anno" not in rows[0]:
+            raise DataError(f"{path} has no 'answer_from_anno' column. Use the official file.")
+        names.append(path.stem)
+        groups.append(rows[0]["scenario"])
+        texts += [row["answer_from_anno"] for row in rows]
+        labels += [index] * len(rows)
+    _check_count("hwu64", split, len(texts), HWU64_COUNTS[split], folder / split)
+    return IntentCorpus("hwu64", split, tuple(texts), tuple(labels), tuple(names), tuple(groups))
+
+
+INTENT_READERS = {"clinc150": read_clinc150, "banking77": read_banking77, "hwu64": read_hwu64}
