@@ -1,0 +1,63 @@
+"""The offline MiniLM sentence encoder reproduces the MANIFEST's frozen-embedding sanity bar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from innerloop.data.intents import read_banking77
+from innerloop.nn.sentence_encoder import EMBEDDING_DIM, SentenceEncoder, cached_embeddings
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder()
+
+
+@pytest.fixture(scope="module")
+def data_root() -> Path:
+    for candidate in (os.environ.get("INNERLOOP_DATA"), str(REPO.parent / "shared" / "data")):
+        if candidate and (Path(candidate) / "banking77" / "train.csv").is_file():
+            return Path(candidate)
+    pytest.fail("BANKING77 is required: set INNERLOOP_DATA to a folder holding banking77/ (see its MANIFEST.md).")
+
+
+def test_banking77_nearest_centroid_matches_the_manifest(encoder, data_root, tmp_path):
+    """77-way 5-shot nearest centroid (cosine), support = the first 5 train utterances of each
+    intent, all 3,080 test utterances as queries: 0.761 in the MANIFEST."""
+    train, test = read_banking77("train", data_root), read_banking77("test", data_root)
+    support: dict[int, list[str]] = {}
+    for text, label in zip(train.texts, train.labels):
+        if len(support.setdefault(label, [])) < 5:
+            support[label].append(text)
+    centroids = torch.stack([encoder.encode(support[label]).mean(0) for label in range(77)])
+    queries = cached_embeddings(list(test.texts), "banking77-test", encoder, cache_dir=tmp_path)
+    assert queries.shape == (3080, EMBEDDING_DIM)
+    torch.testing.assert_close(queries.norm(dim=1), torch.ones(3080))
+    predictions = (queries @ torch.nn.functional.normalize(centroids, dim=1).T).argmax(1)
+    accuracy = float((predictions == torch.tensor(test.labels)).float().mean())
+    assert accuracy == pytest.approx(0.761, abs=0.005)
+    (cache,) = tmp_path.glob("banking77-test-*.pt")  # written once, then read back
+    assert torch.equal(cached_embeddings(list(test.texts), "banking77-test", cache_dir=tmp_path), queries)
+    assert cache.stat().st_size > 3080 * EMBEDDING_DIM * 4
+
+
+def test_embedding_does_not_depend_on_the_batch_and_top_layers_can_train(encoder):
+    texts = ["how do i freeze my card", "what is the weather like in paris tomorrow afternoon", "hi"]
+    together = encoder.encode(texts)
+    alone = torch.cat([encoder.encode([text]) for text in texts])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)  # padding is masked out
+    assert not any(p.requires_grad for p in encoder.parameters())
+    tuned = SentenceEncoder(trainable_layers=2)
+    trainable = {name.split(".")[3] for name, p in tuned.named_parameters() if p.requires_grad}
+    assert trainable == {"4", "5"}  # bert.encoder.layer.<index>: the top two of six
+    loss = tuned(**tuned.tokenize(texts)).sum()
+    loss.backward()
+    assert tuned.bert.encoder.layer[5].output.dense.weight.grad is not None
+    with pytest.raises(ValueError, match="trainable_layers must be in 0..6"):
+        SentenceEncoder(trainable_layers=7)
