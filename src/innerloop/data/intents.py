@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from innerloop.data.paths import resolve_data_root
+from innerloop.data.store import ClassSplit, TensorStore
 from innerloop.errors import DataError
 
 OUT_OF_SCOPE = "oos"
@@ -180,3 +185,78 @@ def read_hwu64(split: str, root: str | Path | None = None) -> IntentCorpus:
 
 
 INTENT_READERS = {"clinc150": read_clinc150, "banking77": read_banking77, "hwu64": read_hwu64}
+
+
+# -- episodes over embedded utterances -------------------------------------------------------------
+INTENT_SPLIT_SEED = 0
+CLASS_FRACTIONS = {"train": 0.5, "val": 0.2}  # of the classes; the rest are test classes
+INTENT_SPLITS = ("train", "val", "test")
+SPLIT_SCHEMES = ("classes", "groups")
+
+
+def intent_store(dataset: str, root: str | Path | None = None,
+                 embed: Callable[[list[str], str], Tensor] | None = None) -> TensorStore:
+    """Every in-scope utterance of ``dataset`` (all its files' splits), embedded and grouped by
+    label: a :class:`TensorStore` whose rows are float feature vectors ``[N, D]``.
+
+    ``embed(texts, key)`` embeds a list of texts (default: the frozen MiniLM encoder with its
+    on-disk cache, :func:`innerloop.nn.sentence_encoder.cached_embeddings`). Class splits are
+    disjoint in labels, so pooling a dataset's official train and test utterances is safe.
+    """
+    if dataset not in INTENT_READERS:
+        raise ValueError(f"unknown intent dataset '{dataset}'; choose one of {', '.join(INTENT_READERS)}")
+    if embed is None:
+        from innerloop.nn.sentence_encoder import cached_embeddings
+
+        def embed(texts: list[str], key: str) -> Tensor:
+            return cached_embeddings(texts, key)
+
+    splits = CLINC150_SPLITS if dataset == "clinc150" else ("train", "test")
+    corpora = [INTENT_READERS[dataset](split, root) for split in splits]
+    texts = [text for corpus in corpora for text in corpus.texts]
+    labels = torch.tensor([label for corpus in corpora for label in corpus.labels])
+    names, groups = corpora[0].label_names, corpora[0].label_groups
+    if dataset == "clinc150":  # out-of-scope utterances are not a class to sample
+        names, groups = names[:-1], groups[:-1]
+    embeddings = embed(texts, f"{dataset}-all")
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=len(names))
+    offsets = torch.cumsum(counts, 0) - counts
+    return TensorStore(images=embeddings[order].to(torch.float32), class_offsets=offsets,
+                       class_counts=counts, class_names=tuple(names), class_groups=tuple(groups))
+
+
+def intent_class_split(store: TensorStore, split: str, scheme: str = "classes") -> ClassSplit:
+    """The ``train`` / ``val`` / ``test`` classes of an intent store, disjoint and seeded.
+
+    ``scheme = "classes"``: the labels in a seeded random order, the first half meta-train, the
+    next fifth meta-validation, the rest meta-test. ``scheme = "groups"`` (cross-domain): whole
+    groups (CLINC150's domains, HWU64's scenarios) in a seeded random order go to meta-train until
+    it holds half of the classes, then to meta-validation until a fifth, the rest to meta-test,
+    so test tasks come from domains never seen in training.
+    """
+    if split not in INTENT_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(INTENT_SPLITS)}, got '{split}'")
+    if scheme not in SPLIT_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SPLIT_SCHEMES)}, got '{scheme}'")
+    generator = torch.Generator().manual_seed(INTENT_SPLIT_SEED)
+    num_classes = store.num_classes
+    bounds = {"train": round(CLASS_FRACTIONS["train"] * num_classes)}
+    bounds["val"] = bounds["train"] + round(CLASS_FRACTIONS["val"] * num_classes)
+    if scheme == "classes":
+        order = torch.randperm(num_classes, generator=generator).tolist()
+        assigned = {"train": order[:bounds["train"]], "val": order[bounds["train"]:bounds["val"]],
+                    "test": order[bounds["val"]:]}
+    else:
+        names = sorted(set(store.class_groups))
+        if len(names) < 3:
+            raise ValueError(f"a cross-domain split needs at least 3 groups; this store has {len(names)}")
+        assigned = {"train": [], "val": [], "test": []}
+        for index in torch.randperm(len(names), generator=generator).tolist():
+            members = [c for c in range(num_classes) if store.class_groups[c] == names[index]]
+            target = ("train" if len(assigned["train"]) < bounds["train"] or not assigned["train"]
+                      else "val" if len(assigned["train"]) + len(assigned["val"]) < bounds["val"]
+                      or not assigned["val"] else "test")
+            assigned[target] += members
+    classes = torch.tensor(sorted(assigned[split]), dtype=torch.int64)
+    return ClassSplit.with_rotations(store, split, classes, (0,))

@@ -58,6 +58,14 @@ class EpisodeSampler:
         self._offsets = store.class_offsets[split.base_classes]
         self._counts = store.class_counts[split.base_classes]
         self._max_count = int(self._counts.max())
+        # A store of floating-point feature vectors [N, D] (embedded texts) is served as it is:
+        # no rotation, no channel axis, no scaling.
+        self._features = store.images.is_floating_point()
+        if self._features:
+            if bool((split.quarter_turns != 0).any()):
+                raise TaskError(f"split '{split.name}' rotates feature vectors; rotations apply to "
+                                f"image datasets only (set data.rotations: [0])")
+            return
         height, width = store.images.shape[-2:]
         if height != width and bool((split.quarter_turns % 2 == 1).any()):
             raise TaskError(f"split '{split.name}' rotates non-square {height}x{width} images by 90 "
@@ -85,10 +93,13 @@ class EpisodeSampler:
         return EpisodeIndices(class_ids=class_ids, rows=rows)
 
     def gather(self, indices: EpisodeIndices) -> Episodes:
-        """Turn indices into float images in ``[0, 1]`` with a channel axis, rotated per class."""
-        store = self.split.store
-        num_tasks = indices.rows.shape[0]
-        images = store.images[indices.rows]  # [T, ways, per_class, (C,) H, W] uint8
+        """Turn indices into float images in ``[0, 1]`` with a channel axis, rotated per class
+        (feature vectors: the stored vectors)."""
+        if self._features:
+            examples = self.split.store.images[indices.rows]  # [T, ways, per_class, D]
+            return self._episodes(examples[:, :, :self.shots].flatten(1, 2),
+                                  examples[:, :, self.shots:].flatten(1, 2), indices)
+        images = self.split.store.images[indices.rows]  # [T, ways, per_class, (C,) H, W] uint8
         turns = self.split.quarter_turns[indices.class_ids]  # [T, ways]
         if bool((turns != 0).any()):
             shape = images.shape
@@ -97,8 +108,11 @@ class EpisodeSampler:
             images = torch.gather(flat, -1, order).reshape(shape)
         if images.dim() == 5:  # single-channel store: add the channel axis
             images = images.unsqueeze(3)
-        support_x = to_unit_float(images[:, :, :self.shots].flatten(1, 2))
-        query_x = to_unit_float(images[:, :, self.shots:].flatten(1, 2))
+        return self._episodes(to_unit_float(images[:, :, :self.shots].flatten(1, 2)),
+                              to_unit_float(images[:, :, self.shots:].flatten(1, 2)), indices)
+
+    def _episodes(self, support_x: Tensor, query_x: Tensor, indices: EpisodeIndices) -> Episodes:
+        num_tasks = support_x.shape[0]
         labels = torch.arange(self.ways)
         return Episodes(
             support_x=support_x,
