@@ -88,3 +88,13 @@ def test_readme_probabilistic_example_runs(tmp_path, monkeypatch, capsys):
     assert [line.split(":")[0] for line in printed] == ["cnp", "dkt"]
     assert all("90% interval covers" in line for line in printed)
     assert (tmp_path / "gp-bands.png").stat().st_size > 20_000
+
+
+def test_readme_intent_example_runs():
+    block = re.search(r"### Few-shot intent classification \(first pieces of #8\)\n\n.*?```python\n(.*?)```",
+                      README.read_text(), re.S)
+    assert block, "the README lost its intent example"
+    namespace: dict = {}
+    exec(compile(block.group(1), str(README), "exec"), namespace)
+    assert namespace["store"].images.shape == (13083, 384)
+    assert 0.85 < float(namespace["accuracy"]) < 0.94
