@@ -33,6 +33,18 @@ def omniglot_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def intent_data_root() -> Path:
+    """The folder holding clinc150/, banking77/ and hwu64/ (the real files; a failure, not a skip)."""
+    candidates = [os.environ.get("INNERLOOP_DATA"), str(REPO.parent / "shared" / "data")]
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / name / "MANIFEST.md").is_file()
+                             for name in ("clinc150", "banking77", "hwu64")):
+            return Path(candidate)
+    pytest.fail("The real intent datasets are required: set INNERLOOP_DATA to a folder holding "
+                f"clinc150/, banking77/ and hwu64/ (see their MANIFEST.md; looked in {[c for c in candidates if c]}).")
+
+
+@pytest.fixture(scope="session")
 def omniglot_store(omniglot_root: Path) -> TensorStore:
     from innerloop.data.omniglot import load_omniglot
 

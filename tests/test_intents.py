@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,36 +15,24 @@ from innerloop.data.store import ClassSplit
 from innerloop.errors import DataError, TaskError
 from innerloop.tasks import EpisodeSampler
 
-from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    import os
-
-    for candidate in (os.environ.get("INNERLOOP_DATA"), str(REPO.parent / "shared" / "data")):
-        if candidate and (Path(candidate) / "clinc150" / "data_full.json").is_file():
-            return Path(candidate)
-    pytest.fail("The real intent datasets are required: set INNERLOOP_DATA to a folder holding "
-                "clinc150/, banking77/ and hwu64/ (see their MANIFEST.md).")
-
-
-def test_clinc150_splits_domains_and_out_of_scope(data_root):
+def test_clinc150_splits_domains_and_out_of_scope(intent_data_root):
     for split, size, per_intent in (("train", 15000, 100), ("val", 3000, 20), ("test", 4500, 30)):
-        corpus = read_clinc150(split, data_root)
+        corpus = read_clinc150(split, intent_data_root)
         assert len(corpus) == size and set(corpus.counts().values()) == {per_intent}
         assert len(corpus.counts()) == 150 and OUT_OF_SCOPE not in corpus.counts()
     assert len(corpus.label_names) == 151 and corpus.label_names[-1] == OUT_OF_SCOPE
     domains = Counter(corpus.label_groups[:150])
     assert len(domains) == 10 and set(domains.values()) == {15}
     assert corpus.label_groups[corpus.label_names.index("pin_change")] == "banking"
-    with_oos = read_clinc150("test", data_root, out_of_scope=True)
+    with_oos = read_clinc150("test", intent_data_root, out_of_scope=True)
     assert len(with_oos) == 5500 and with_oos.counts()[OUT_OF_SCOPE] == 1000
     assert with_oos.label_names == corpus.label_names  # label ids shared by every split
 
 
-def test_banking77_reads_quoted_newlines_and_strips_whitespace(data_root):
-    train, test = read_banking77("train", data_root), read_banking77("test", data_root)
+def test_banking77_reads_quoted_newlines_and_strips_whitespace(intent_data_root):
+    train, test = read_banking77("train", intent_data_root), read_banking77("test", intent_data_root)
     assert (len(train), len(test)) == (10003, 3080)
     assert len(train.counts()) == 77 and set(test.counts().values()) == {40}
     assert min(train.counts().values()) == 35 and max(train.counts().values()) == 187
@@ -56,8 +43,8 @@ def test_banking77_reads_quoted_newlines_and_strips_whitespace(data_root):
     assert len(set(train.texts) & set(test.texts)) == 6
 
 
-def test_hwu64_labels_scenarios_and_counts(data_root):
-    train, test = read_hwu64("train", data_root), read_hwu64("test", data_root)
+def test_hwu64_labels_scenarios_and_counts(intent_data_root):
+    train, test = read_hwu64("train", intent_data_root), read_hwu64("test", intent_data_root)
     assert (len(train), len(test)) == (9960, 1076)
     assert len(train.label_names) == 64 and len(set(train.label_groups)) == 18
     assert train.label_names == test.label_names
@@ -66,18 +53,18 @@ def test_hwu64_labels_scenarios_and_counts(data_root):
     assert train.label_groups[train.label_names.index("iot_hue_lightoff")] == "iot"
 
 
-def test_missing_or_altered_files_say_what_to_do(tmp_path, data_root):
+def test_missing_or_altered_files_say_what_to_do(tmp_path, intent_data_root):
     with pytest.raises(DataError, match="data_full.json, domains.json not found in .*clinc150"):
         read_clinc150("train", tmp_path)
     (tmp_path / "clinc150").mkdir()
-    data = json.loads((data_root / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    data = json.loads((intent_data_root / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
     data["train"] = data["train"][:-1]
     (tmp_path / "clinc150" / "data_full.json").write_text(json.dumps(data), encoding="utf-8")
-    (tmp_path / "clinc150" / "domains.json").write_bytes((data_root / "clinc150" / "domains.json").read_bytes())
+    (tmp_path / "clinc150" / "domains.json").write_bytes((intent_data_root / "clinc150" / "domains.json").read_bytes())
     with pytest.raises(DataError, match="holds 14999 utterances, the published dataset 15000"):
         read_clinc150("train", tmp_path)
     with pytest.raises(ValueError, match="splits train, test"):
-        read_banking77("val", data_root)
+        read_banking77("val", intent_data_root)
 
 
 def stub_embedding(texts: list[str], key: str) -> torch.Tensor:
@@ -85,8 +72,8 @@ def stub_embedding(texts: list[str], key: str) -> torch.Tensor:
     return torch.randn(len(texts), 8, generator=torch.Generator().manual_seed(len(texts)))
 
 
-def test_clinc150_store_and_class_splits_in_domain_and_cross_domain(data_root):
-    store = intent_store("clinc150", data_root, embed=stub_embedding)
+def test_clinc150_store_and_class_splits_in_domain_and_cross_domain(intent_data_root):
+    store = intent_store("clinc150", intent_data_root, embed=stub_embedding)
     assert store.images.shape == (22500, 8) and store.num_classes == 150
     assert set(store.class_counts.tolist()) == {150}  # 100 train + 20 val + 30 test utterances
     for scheme in ("classes", "groups"):
@@ -105,8 +92,8 @@ def test_clinc150_store_and_class_splits_in_domain_and_cross_domain(data_root):
                        intent_class_split(store, "test").base_classes)  # seeded
 
 
-def test_feature_episodes_are_the_stored_vectors_and_refuse_rotations(data_root):
-    store = intent_store("hwu64", data_root, embed=stub_embedding)
+def test_feature_episodes_are_the_stored_vectors_and_refuse_rotations(intent_data_root):
+    store = intent_store("hwu64", intent_data_root, embed=stub_embedding)
     assert store.num_classes == 64 and int(store.class_counts.sum()) == 11036
     split = intent_class_split(store, "train", "groups")
     assert len({store.class_groups[c] for c in split.base_classes.tolist()}) < 18
@@ -120,11 +107,11 @@ def test_feature_episodes_are_the_stored_vectors_and_refuse_rotations(data_root)
         EpisodeSampler(rotated, 5, 1, 1)
 
 
-def test_banking77_episodes_on_frozen_minilm_embeddings_match_the_manifest_bar(data_root):
+def test_banking77_episodes_on_frozen_minilm_embeddings_match_the_manifest_bar(intent_data_root):
     """Nearest prototype on the frozen encoder's embeddings of the meta-test classes, 600
     seeded 5-way episodes with 15 queries per class. The MANIFEST's bar (all 77 intents,
     support from train, queries from test): 0.869 at 1 shot, 0.958 at 5."""
-    store = intent_store("banking77", data_root)
+    store = intent_store("banking77", intent_data_root)
     assert store.images.shape == (13083, 384) and store.num_classes == 77
     test = intent_class_split(store, "test")
     for shots, low, high in ((1, 0.85, 0.94), (5, 0.94, 0.99)):

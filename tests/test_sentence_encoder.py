@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from innerloop.data.intents import read_banking77
 from innerloop.nn.sentence_encoder import EMBEDDING_DIM, SentenceEncoder, cached_embeddings
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +14,10 @@ def encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    for candidate in (os.environ.get("INNERLOOP_DATA"), str(REPO.parent / "shared" / "data")):
-        if candidate and (Path(candidate) / "banking77" / "train.csv").is_file():
-            return Path(candidate)
-    pytest.fail("BANKING77 is required: set INNERLOOP_DATA to a folder holding banking77/ (see its MANIFEST.md).")
-
-
-def test_banking77_nearest_centroid_matches_the_manifest(encoder, data_root, tmp_path):
+def test_banking77_nearest_centroid_matches_the_manifest(encoder, intent_data_root, tmp_path):
     """77-way 5-shot nearest centroid (cosine), support = the first 5 train utterances of each
     intent, all 3,080 test utterances as queries: 0.761 in the MANIFEST."""
-    train, test = read_banking77("train", data_root), read_banking77("test", data_root)
+    train, test = read_banking77("train", intent_data_root), read_banking77("test", intent_data_root)
     support: dict[int, list[str]] = {}
     for text, label in zip(train.texts, train.labels):
         if len(support.setdefault(label, [])) < 5:
