@@ -100,3 +100,18 @@ def test_episodes_without_queries_and_oversized_images_are_rejected():
         config_from_dict({"train": {"queries": 0}})
     with pytest.raises(ConfigError, match="data.image_size must be <= 105 for omniglot"):
         config_from_dict({"data": {"image_size": 128}})
+
+
+def test_text_datasets_take_mlp_backbones_and_no_rotations():
+    text = {"data": {"dataset": "banking77", "rotations": [0]}, "model": {"backbone": "mlp"},
+            "train": {"ways": 5, "shots": 1, "queries": 15}}
+    config = config_from_dict(text)
+    assert config.data.dataset == "banking77"
+    with pytest.raises(ConfigError, match=r"data.rotations must be \[0\] for banking77"):
+        config_from_dict({**text, "data": {"dataset": "banking77"}})
+    with pytest.raises(ConfigError, match="banking77 holds 384-d sentence embeddings; use mlp"):
+        config_from_dict({**text, "model": {"backbone": "conv4"}})
+    with pytest.raises(ConfigError, match="16-way episodes need 16 classes but split 'val' has 15"):
+        config_from_dict({**text, "eval": {"ways": 16}})
+    cross_domain = config_from_dict({**text, "data": {"dataset": "clinc150-cross-domain", "rotations": [0]}})
+    assert cross_domain.data.dataset == "clinc150-cross-domain"

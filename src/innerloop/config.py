@@ -325,18 +325,15 @@ def validate(config: Config) -> None:
     if spec.kind == "regression":
         _validate_regression(config)
         return
-    _at_least("data.image_size", config.data.image_size, 16)
-    if config.data.image_size > spec.max_image_size:
-        raise ConfigError(f"data.image_size must be <= {spec.max_image_size} for {spec.name} "
-                          f"(its images are {spec.max_image_size} pixels wide), got {config.data.image_size}")
-    if not config.data.rotations or any(r % 90 for r in config.data.rotations):
-        raise ConfigError(f"data.rotations must be a non-empty list of multiples of 90, "
-                          f"got {config.data.rotations}")
-    if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
-        raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
-    _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    if config.model.backbone == "mlp":
-        raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
+    if spec.modality == "text":
+        if list(config.data.rotations) != [0]:
+            raise ConfigError(f"data.rotations must be [0] for {spec.name} (sentence embeddings; "
+                              f"rotations apply to images), got {config.data.rotations}")
+        if config.model.backbone != "mlp":
+            raise ConfigError(f"model.backbone: {spec.name} holds {spec.channels}-d sentence embeddings; "
+                              f"use mlp")
+    else:
+        _validate_images(config, spec)
     train, evaluation = config.train, config.eval
     rotations = tuple(config.data.rotations)
     shapes = [("train", "train_split", train.ways, train.shots, train.queries),
@@ -350,6 +347,22 @@ def validate(config: Config) -> None:
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
+
+
+def _validate_images(config: Config, spec: Any) -> None:
+    """Image size, rotations and backbone of an image dataset."""
+    _at_least("data.image_size", config.data.image_size, 16)
+    if config.data.image_size > spec.max_image_size:
+        raise ConfigError(f"data.image_size must be <= {spec.max_image_size} for {spec.name} "
+                          f"(its images are {spec.max_image_size} pixels wide), got {config.data.image_size}")
+    if not config.data.rotations or any(r % 90 for r in config.data.rotations):
+        raise ConfigError(f"data.rotations must be a non-empty list of multiples of 90, "
+                          f"got {config.data.rotations}")
+    if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
+        raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
+    _at_least("model.hidden_channels", config.model.hidden_channels, 1)
+    if config.model.backbone == "mlp":
+        raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
 
 
 def _validate_model_options(config: Config) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from innerloop.data import gaussian_process, omniglot, sinusoid
+from innerloop.data import gaussian_process, intents, omniglot, sinusoid
 from innerloop.data.paths import resolve_data_root, store_cache_dir
 from innerloop.data.store import ClassSplit, TensorStore
 
@@ -25,6 +25,7 @@ class DatasetSpec:
     load: Callable[..., TensorStore | None]
     split: Callable[..., Any]  # -> ClassSplit, or the split of a regression task family
     kind: str = "classification"  # or "regression": MSE loss, generated tasks, ways = 1
+    modality: str = "image"  # or "text": examples are sentence embeddings (``channels`` features)
 
     def num_classes(self, split: str, rotations: tuple[int, ...]) -> int:
         return self.base_classes[split] * len(rotations)
@@ -68,6 +69,30 @@ for _name, _kernels in (("gp", gaussian_process.GP_KERNELS), ("gp-rbf", ("rbf",)
                         ("gp-matern52", ("matern52",)), ("gp-periodic", ("periodic",))):
     DATASETS[_name] = generated_family(_name, gaussian_process.SPLITS, gaussian_process.load_gaussian_process,
                                        gaussian_process.gaussian_process_split_loader(_kernels))
+
+
+def intent_dataset(name: str, dataset: str, scheme: str) -> DatasetSpec:
+    """An intent dataset as frozen sentence embeddings with seeded class splits
+    (:func:`innerloop.data.intents.intent_class_split`; ``scheme = "groups"``: cross-domain)."""
+
+    def load(root: str | Path | None = None, image_size: int = 0, download: bool = True) -> TensorStore:
+        return intents.intent_store(dataset, root)
+
+    def split(store: TensorStore, split_name: str, rotations: tuple[int, ...] = (0,)) -> ClassSplit:
+        if tuple(rotations) != (0,):
+            raise ValueError(f"{name} holds sentence embeddings: rotations must be (0,), got {rotations}")
+        return intents.intent_class_split(store, split_name, scheme)
+
+    total = intents.INTENT_CLASSES[dataset]
+    return DatasetSpec(name=name, splits=intents.INTENT_SPLITS, base_classes=intents.split_class_counts(total),
+                       examples_per_class=intents.SMALLEST_CLASS[dataset], channels=intents.EMBEDDING_FEATURES,
+                       max_image_size=0, load=load, split=split, modality="text")
+
+
+DATASETS["clinc150"] = intent_dataset("clinc150", "clinc150", "classes")
+DATASETS["clinc150-cross-domain"] = intent_dataset("clinc150-cross-domain", "clinc150", "groups")
+DATASETS["banking77"] = intent_dataset("banking77", "banking77", "classes")
+DATASETS["hwu64"] = intent_dataset("hwu64", "hwu64", "classes")
 
 
 def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,

@@ -188,6 +188,9 @@ INTENT_READERS = {"clinc150": read_clinc150, "banking77": read_banking77, "hwu64
 
 
 # -- episodes over embedded utterances -------------------------------------------------------------
+EMBEDDING_FEATURES = 384  # all-MiniLM-L6-v2's embedding width
+INTENT_CLASSES = {"clinc150": CLINC150_INTENTS, "banking77": BANKING77_INTENTS, "hwu64": HWU64_LABELS}
+SMALLEST_CLASS = {"clinc150": 150, "banking77": 35 + 40, "hwu64": 35 + 3}  # all files pooled
 INTENT_SPLIT_SEED = 0
 CLASS_FRACTIONS = {"train": 0.5, "val": 0.2}  # of the classes; the rest are test classes
 INTENT_SPLITS = ("train", "val", "test")
@@ -226,6 +229,14 @@ def intent_store(dataset: str, root: str | Path | None = None,
                        class_counts=counts, class_names=tuple(names), class_groups=tuple(groups))
 
 
+def split_class_counts(num_classes: int) -> dict[str, int]:
+    """Classes per split of the ``classes`` scheme (CLINC150's domains of 15 intents give the
+    same counts under ``groups``)."""
+    train = round(CLASS_FRACTIONS["train"] * num_classes)
+    val = round(CLASS_FRACTIONS["val"] * num_classes)
+    return {"train": train, "val": val, "test": num_classes - train - val}
+
+
 def intent_class_split(store: TensorStore, split: str, scheme: str = "classes") -> ClassSplit:
     """The ``train`` / ``val`` / ``test`` classes of an intent store, disjoint and seeded.
 
@@ -241,8 +252,8 @@ def intent_class_split(store: TensorStore, split: str, scheme: str = "classes") 
         raise ValueError(f"scheme must be one of {', '.join(SPLIT_SCHEMES)}, got '{scheme}'")
     generator = torch.Generator().manual_seed(INTENT_SPLIT_SEED)
     num_classes = store.num_classes
-    bounds = {"train": round(CLASS_FRACTIONS["train"] * num_classes)}
-    bounds["val"] = bounds["train"] + round(CLASS_FRACTIONS["val"] * num_classes)
+    counts = split_class_counts(num_classes)
+    bounds = {"train": counts["train"], "val": counts["train"] + counts["val"]}
     if scheme == "classes":
         order = torch.randperm(num_classes, generator=generator).tolist()
         assigned = {"train": order[:bounds["train"]], "val": order[bounds["train"]:bounds["val"]],
