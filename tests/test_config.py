@@ -109,7 +109,7 @@ def test_text_datasets_take_mlp_backbones_and_no_rotations():
     assert config.data.dataset == "banking77"
     with pytest.raises(ConfigError, match=r"data.rotations must be \[0\] for banking77"):
         config_from_dict({**text, "data": {"dataset": "banking77"}})
-    with pytest.raises(ConfigError, match="banking77 holds 384-d sentence embeddings; use mlp"):
+    with pytest.raises(ConfigError, match="banking77 holds 384-d sentence embeddings; use mlp or residual-mlp"):
         config_from_dict({**text, "model": {"backbone": "conv4"}})
     with pytest.raises(ConfigError, match="16-way episodes need 16 classes but split 'val' has 15"):
         config_from_dict({**text, "eval": {"ways": 16}})

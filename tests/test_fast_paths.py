@@ -204,3 +204,4 @@ def test_per_task_meta_loss_steps_aside_under_torch_func():
     probe(torch.ones(2))
     torch.func.grad(probe)(torch.ones(2))
     assert seen == [True, False]
+

@@ -120,3 +120,17 @@ def test_banking77_episodes_on_frozen_minilm_embeddings_match_the_manifest_bar(i
         distances = (episodes.query_x.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
         accuracy = float((distances.argmin(-1) == episodes.query_y).double().mean())
         assert low < accuracy < high, (shots, accuracy)
+
+
+def test_residual_mlp_starts_as_the_identity_and_learns():
+    from innerloop.nn import ResidualMLP  # the adapter on embedded utterances
+
+    torch.manual_seed(0)
+    adapter = ResidualMLP(in_features=6, hidden_sizes=(5,))
+    features = torch.randn(4, 6)
+    assert torch.equal(adapter(features), features) and adapter.embedding_dim == 6
+    loss = adapter(features).pow(2).sum()
+    loss.backward()
+    optimizer = torch.optim.SGD(adapter.parameters(), lr=0.1)
+    optimizer.step()
+    assert adapter(features).pow(2).sum() < loss  # the zero-initialized last layer gets a gradient

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from innerloop.algorithms import ALGORITHMS, GradientLearner, MetaLearner
-from innerloop.allocator import keep_freed_memory
 from innerloop.algorithms.ensemble import DeepEnsemble
+from innerloop.allocator import keep_freed_memory
 from innerloop.config import Config
 from innerloop.data import DATASETS, ClassSplit
-from innerloop.nn import BACKBONES
+from innerloop.nn import BACKBONES, VECTOR_BACKBONES
 from innerloop.tasks.fixed import TaskSampler
 from innerloop.tasks.gp_functions import GaussianProcessSplit, GaussianProcessTasks
 from innerloop.tasks.regression import SinusoidTasks
@@ -24,8 +24,9 @@ def build_backbone(config: Config, batch_norm: str = "running",
                    options: dict[str, Any] | None = None) -> nn.Module:
     """The configured backbone; ``options`` are a method's extra backbone arguments."""
     spec = DATASETS[config.data.dataset]
-    if config.model.backbone == "mlp":
-        return BACKBONES["mlp"](in_features=spec.channels, hidden_sizes=tuple(config.model.hidden_sizes))
+    if config.model.backbone in VECTOR_BACKBONES:
+        return BACKBONES[config.model.backbone](in_features=spec.channels,
+                                                hidden_sizes=tuple(config.model.hidden_sizes))
     return BACKBONES[config.model.backbone](
         in_channels=spec.channels, hidden_channels=config.model.hidden_channels,
         image_size=config.data.image_size, batch_norm=batch_norm,

@@ -329,9 +329,9 @@ def validate(config: Config) -> None:
         if list(config.data.rotations) != [0]:
             raise ConfigError(f"data.rotations must be [0] for {spec.name} (sentence embeddings; "
                               f"rotations apply to images), got {config.data.rotations}")
-        if config.model.backbone != "mlp":
+        if config.model.backbone not in ("mlp", "residual-mlp"):
             raise ConfigError(f"model.backbone: {spec.name} holds {spec.channels}-d sentence embeddings; "
-                              f"use mlp")
+                              f"use mlp or residual-mlp")
     else:
         _validate_images(config, spec)
     train, evaluation = config.train, config.eval
@@ -361,8 +361,9 @@ def _validate_images(config: Config, spec: Any) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    if config.model.backbone == "mlp":
-        raise ConfigError(f"model.backbone: mlp takes vector inputs; {spec.name} has images, use conv4")
+    if config.model.backbone in ("mlp", "residual-mlp"):
+        raise ConfigError(f"model.backbone: {config.model.backbone} takes vector inputs; {spec.name} has "
+                          f"images, use conv4")
 
 
 def _validate_model_options(config: Config) -> None:

@@ -5,9 +5,10 @@ from collections.abc import Callable
 from torch import nn
 
 from innerloop.nn.conv4 import BATCH_NORMS, Conv4
-from innerloop.nn.mlp import MLP
+from innerloop.nn.mlp import MLP, ResidualMLP
 from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups, task_batch_norm
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "residual-mlp": ResidualMLP}
+VECTOR_BACKBONES = ("mlp", "residual-mlp")  # take feature vectors, not images
 
-__all__ = ["BACKBONES", "BATCH_NORMS", "Conv4", "MLP", "TaskBatchNorm", "batch_norm_groups", "task_batch_norm"]
+__all__ = ["BACKBONES", "BATCH_NORMS", "VECTOR_BACKBONES", "Conv4", "MLP", "ResidualMLP", "TaskBatchNorm", "batch_norm_groups", "task_batch_norm"]
