@@ -10,11 +10,16 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def readme_code(heading: str, what: str) -> str:
+    """The first Python block after the README heading matching the regex ``heading``."""
+    block = re.search(heading + r"\n\n.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert block, f"the README lost its {what}"
+    return block.group(1)
+
+
 def test_readme_python_example_runs(omniglot_root, monkeypatch, capsys):
     monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
-    block = re.search(r"## Using it from Python\n\n```python\n(.*?)```", README.read_text(), re.S)
-    assert block, "the README lost its Python example"
-    code = block.group(1)
+    code = readme_code(r"## Using it from Python", "Python example")
     shortened = code.replace("range(500)", "range(20)").replace("num_episodes=1000", "num_episodes=40")
     assert shortened != code  # the knobs this test turns are still in the example
     namespace: dict = {}
@@ -27,10 +32,7 @@ def test_readme_python_example_runs(omniglot_root, monkeypatch, capsys):
 
 def test_readme_gradient_example_runs(omniglot_root, monkeypatch):
     monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
-    block = re.search(r"### Gradient-based methods and the functional core\n\n```python\n(.*?)```",
-                      README.read_text(), re.S)
-    assert block, "the README lost its gradient-based example"
-    code = block.group(1)
+    code = readme_code(r"### Gradient-based methods and the functional core", "gradient-based example")
     shortened = code.replace("range(100)", "range(2)").replace("sampler.sample(32,", "sampler.sample(2,")
     assert shortened.count("range(2)") == 1 and "sample(2," in shortened
     namespace: dict = {}
@@ -43,9 +45,7 @@ def test_readme_gradient_example_runs(omniglot_root, monkeypatch):
 
 
 def test_readme_mamlpp_and_learned_optimizer_example_runs(capsys):
-    block = re.search(r"### MAML\+\+ and learned optimizers\n\n```python\n(.*?)```", README.read_text(), re.S)
-    assert block, "the README lost its MAML++ / learned optimizer example"
-    code = block.group(1)
+    code = readme_code(r"### MAML\+\+ and learned optimizers", "MAML++ / learned optimizer example")
     shortened = code.replace("meta_steps=300", "meta_steps=30")
     assert shortened != code
     namespace: dict = {}
@@ -60,9 +60,7 @@ def test_readme_mamlpp_and_learned_optimizer_example_runs(capsys):
 
 def test_readme_metric_and_model_example_runs(omniglot_root, monkeypatch, capsys):
     monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
-    block = re.search(r"### Metric- and model-based methods\n\n```python\n(.*?)```", README.read_text(), re.S)
-    assert block, "the README lost its metric / model-based example"
-    code = block.group(1)
+    code = readme_code(r"### Metric- and model-based methods", "metric / model-based example")
     shortened = code.replace("range(100)", "range(2)")
     assert shortened != code
     namespace: dict = {}
@@ -74,10 +72,7 @@ def test_readme_metric_and_model_example_runs(omniglot_root, monkeypatch, capsys
 
 
 def test_readme_probabilistic_example_runs(tmp_path, monkeypatch, capsys):
-    block = re.search(r"### Probabilistic methods and calibrated uncertainty\n\n.*?```python\n(.*?)```",
-                      README.read_text(), re.S)
-    assert block, "the README lost its probabilistic example"
-    code = block.group(1)
+    code = readme_code(r"### Probabilistic methods and calibrated uncertainty", "probabilistic example")
     shortened = code.replace("range(1000)", "range(60)").replace("FixedEpisodes(test, 200,", "FixedEpisodes(test, 30,")
     assert shortened.count("range(60)") == 1 and "FixedEpisodes(test, 30," in shortened
     monkeypatch.chdir(tmp_path)
@@ -91,10 +86,8 @@ def test_readme_probabilistic_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_intent_example_runs():
-    block = re.search(r"### Few-shot intent classification \(first pieces of #8\)\n\n.*?```python\n(.*?)```",
-                      README.read_text(), re.S)
-    assert block, "the README lost its intent example"
+    code = readme_code(r"### Few-shot intent classification \(first pieces of #8\)", "intent example")
     namespace: dict = {}
-    exec(compile(block.group(1), str(README), "exec"), namespace)
+    exec(compile(code, str(README), "exec"), namespace)
     assert namespace["store"].images.shape == (13083, 384)
     assert 0.85 < float(namespace["accuracy"]) < 0.94

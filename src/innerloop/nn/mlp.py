@@ -28,25 +28,18 @@ class MLP(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """``x + branch(x)``: an MLP branch ``Linear → ReLU → ... → Linear`` back to the input width
-    whose last layer starts at zero, so the network starts as the identity and training can only
-    move away from the input features where that helps (an adapter on pretrained embeddings).
+    """``x + output(MLP(x))``: an :class:`MLP` branch followed by a linear layer back to the
+    input width that starts at zero, so the network starts as the identity and training moves
+    away from the input features only where that helps (an adapter on pretrained embeddings).
     ``[B, in_features] → [B, in_features]``."""
 
     def __init__(self, in_features: int = 1, hidden_sizes: tuple[int, ...] = (40,)) -> None:
         super().__init__()
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ValueError(f"ResidualMLP needs at least one hidden layer of size >= 1, got {hidden_sizes}")
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        last = nn.Linear(width, in_features)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.branch = nn.Sequential(*layers, last)
+        self.hidden = MLP(in_features, hidden_sizes)
+        self.output = nn.Linear(self.hidden.embedding_dim, in_features)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
         self.embedding_dim = in_features
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return inputs + self.branch(inputs)
+        return inputs + self.output(self.hidden(inputs))
