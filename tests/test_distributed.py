@@ -25,7 +25,7 @@ from innerloop.tasks.episodes import Episodes
 from innerloop.train import Trainer, load_checkpoint
 from innerloop.train import trainer as trainer_module
 from innerloop.train.distributed import (SINGLE_PROCESS, average_buffer_updates, average_gradients,
-                                         init_distributed, rank_slice)
+                                         init_distributed, rank_slice, shutdown_distributed)
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_TASKS = 7  # split 4 / 3 over two ranks
@@ -103,8 +103,8 @@ def _gradient_worker(rank: int, world_size: int, init_file: Path, out: Path) -> 
         results = {method: meta_gradient(method, tasks, weight) for method in GRADIENT_METHODS}
         results["batch_norm"] = batch_norm_after_one_step(tasks, weight)
         torch.save(results, out / f"gradients-rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    finally:  # after an error the other rank may never arrive: leave without waiting
+        shutdown_distributed(wait=sys.exc_info()[0] is None)
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +200,8 @@ def _trainer_worker(rank: int, world_size: int, init_file: Path, out: Path) -> N
         torch.save({"writes": writes, "straight": straight.learner.state_dict(),
                     "resumed": resumed.learner.state_dict(), "diverged": diverged,
                     "best": [result.best_val_score, result.best_step]}, out / f"trainer-rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    finally:  # after an error the other rank may never arrive: leave without waiting
+        shutdown_distributed(wait=sys.exc_info()[0] is None)
 
 
 def metric_lines(run_dir: Path) -> list[dict]:

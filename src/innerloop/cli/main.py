@@ -56,10 +56,13 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     init_distributed()  # under torchrun: join the process group; otherwise nothing
     try:
-        return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
-                                 evaluate=not args.no_eval)
-    finally:
-        shutdown_distributed()
+        status = _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
+                                   evaluate=not args.no_eval)
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    shutdown_distributed()
+    return status
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -136,10 +138,36 @@ def init_distributed(timeout: timedelta | None = None) -> ProcessPlace:
     return current_place()
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if one was created (safe to call in a single process)."""
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leave the process group, if one was created (safe to call in a single process).
+
+    With ``wait`` (after a run) every rank first waits for the others and for gloo to let go of
+    the last collective's tensor (:func:`_settle_last_collective`). After an error pass
+    ``wait=False``: the other ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            _settle_last_collective()
         dist.destroy_process_group()
+
+
+def _settle_last_collective(timeout_s: float = 10.0) -> None:
+    """A barrier whose tensor gloo's worker thread has released before this returns.
+
+    gloo finishes a collective on its own thread and drops its reference to the tensor there
+    afterwards, which takes the GIL. If the interpreter is already shutting down by then, that
+    thread cannot take the GIL, and the process aborts with "terminate called without an active
+    exception" (one run in about ten here, on the rank that exits first; the process group
+    outlives ``destroy_process_group``, so its threads are not joined). Waiting, with the GIL
+    released, until the barrier's tensor is gone from Python closes that window.
+    """
+    token = torch.zeros(1, dtype=torch.float64)
+    released = weakref.ref(token)
+    dist.all_reduce(token, op=dist.ReduceOp.SUM)
+    del token
+    deadline = time.monotonic() + timeout_s
+    while released() is not None and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def rank_slice(num_tasks: int, rank: int, world_size: int) -> slice:
