@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ from innerloop.algorithms import ALGORITHMS, GradientLearner, MetaLearner
 from innerloop.algorithms.ensemble import DeepEnsemble
 from innerloop.allocator import keep_freed_memory
 from innerloop.config import Config
-from innerloop.data import DATASETS, ClassSplit
+from innerloop.data import DATASETS, ClassSplit, dataset_spec
+from innerloop.errors import ConfigError
 from innerloop.nn import BACKBONES, VECTOR_BACKBONES
+from innerloop.nn.custom_backbone import prepare_backbone
 from innerloop.tasks.fixed import TaskSampler
 from innerloop.tasks.gp_functions import GaussianProcessSplit, GaussianProcessTasks
 from innerloop.tasks.regression import SinusoidTasks
@@ -23,7 +26,7 @@ from innerloop.tasks.sampler import EpisodeSampler
 def build_backbone(config: Config, batch_norm: str = "running",
                    options: dict[str, Any] | None = None) -> nn.Module:
     """The configured backbone; ``options`` are a method's extra backbone arguments."""
-    spec = DATASETS[config.data.dataset]
+    spec = dataset_spec(config)
     if config.model.backbone in VECTOR_BACKBONES:
         return BACKBONES[config.model.backbone](in_features=spec.channels,
                                                 hidden_sizes=tuple(config.model.hidden_sizes))
@@ -57,15 +60,30 @@ def gradient_learner_options(config: Config) -> dict[str, Any]:
     }
 
 
-def build_learner(config: Config) -> MetaLearner:
+UserBackbone = nn.Module | Callable[[], nn.Module]
+
+
+def build_learner(config: Config, backbone: UserBackbone | None = None) -> MetaLearner:
     """The configured algorithm on the configured backbone, initialised from ``config.seed``;
     with ``model.ensemble: M`` a :class:`~innerloop.algorithms.ensemble.DeepEnsemble` of ``M``
     such learners initialised from seeds ``seed, seed + 1, ...`` (member 0 is the single learner).
 
+    ``backbone`` (with ``model.backbone: custom``): your own ``nn.Module``, or a function that
+    builds one (called after seeding, once per ensemble member), prepared by
+    :func:`~innerloop.nn.custom_backbone.prepare_backbone`.
+
     With ``train.channels_last`` image models take their inputs and weights in the NHWC memory
     layout (same numbers up to floating-point summation order, faster convolutions on CPU).
     """
-    members = [build_single_learner(config, config.seed + index) for index in range(config.model.ensemble)]
+    if (backbone is not None) != (config.model.backbone == "custom"):
+        raise ConfigError("model.backbone: set it to custom when you pass your own module as backbone= "
+                          "(the run's config then records it), and pass backbone= only then "
+                          f"(model.backbone is {config.model.backbone})")
+    if isinstance(backbone, nn.Module) and config.model.ensemble > 1:
+        raise ConfigError(f"model.ensemble: {config.model.ensemble} members need a backbone each; pass a "
+                          f"function that builds your module (backbone=lambda: MyNet()) instead of one module")
+    members = [build_single_learner(config, config.seed + index, backbone)
+               for index in range(config.model.ensemble)]
     learner = members[0]
     if len(members) > 1:
         learner = DeepEnsemble(members)
@@ -75,11 +93,15 @@ def build_learner(config: Config) -> MetaLearner:
     return learner
 
 
-def build_single_learner(config: Config, seed: int) -> MetaLearner:
+def build_single_learner(config: Config, seed: int, user_backbone: UserBackbone | None = None) -> MetaLearner:
     """One learner of the configured method, initialised from ``seed``."""
     cls = ALGORITHMS[config.model.algorithm]
     torch.manual_seed(seed)
-    backbone = build_backbone(config, cls.backbone_batch_norm, cls.backbone_options)
+    if user_backbone is None:
+        backbone = build_backbone(config, cls.backbone_batch_norm, cls.backbone_options)
+    else:
+        module = user_backbone if isinstance(user_backbone, nn.Module) else user_backbone()
+        backbone = prepare_backbone(module, cls.name, cls.backbone_batch_norm, example_support_batch(config))
     if issubclass(cls, GradientLearner):
         options = gradient_learner_options(config)
         options |= {key: getattr(config.inner, key) for key in getattr(cls, "inner_config_keys", ())}
@@ -89,13 +111,36 @@ def build_single_learner(config: Config, seed: int) -> MetaLearner:
     return cls.from_config(backbone, config)
 
 
+def example_support_batch(config: Config) -> torch.Tensor:
+    """Zeros of the shape of a training support set, ``[ways * shots, ...]`` (at least 2 rows)."""
+    spec = dataset_spec(config)
+    train = config.train
+    rows = max(2, train.shots * (train.ways if spec.kind == "classification" else 1))
+    if spec.kind == "classification" and spec.modality == "image":
+        side = config.data.image_size
+        return torch.zeros(rows, spec.channels, side, side)
+    return torch.zeros(rows, spec.channels)
+
+
 def load_splits(config: Config, data_root: str | Path | None, names: list[str]) -> dict[str, Any]:
-    """Load the dataset once (``data_root`` wins over ``data.root``) and return the named splits."""
-    spec = DATASETS[config.data.dataset]
+    """Load the dataset once (``data_root`` wins over ``data.root``; your own data is read from
+    ``data.root``) and return the named splits."""
+    spec = dataset_spec(config)
     store = spec.load(data_root or config.data.root, image_size=config.data.image_size,
                       download=config.data.download)
     rotations = tuple(config.data.rotations)
     return {name: spec.split(store, name, rotations=rotations) for name in names}
+
+
+def load_evaluation_split(config: Config, data_root: str | Path | None) -> Any:
+    """The split evaluation draws its tasks from: ``data.test_split`` of the run's dataset, or,
+    with ``eval.dataset`` set (cross-domain), that dataset's ``test`` split without rotations."""
+    if config.eval.dataset in (None, config.data.dataset):
+        return load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
+    spec = DATASETS[config.eval.dataset]
+    store = spec.load(data_root or config.data.root, image_size=config.data.image_size,
+                      download=config.data.download)
+    return spec.split(store, "test", rotations=(0,))
 
 
 def build_sampler(config: Config, split: Any, ways: int, shots: int, queries: int) -> TaskSampler:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from innerloop.data import gaussian_process, intents, omniglot, sinusoid
+from innerloop.data import fashion_mnist, gaussian_process, intents, omniglot, sinusoid
+from innerloop.data import custom  # your own data
 from innerloop.data.paths import resolve_data_root, store_cache_dir
 from innerloop.data.store import ClassSplit, TensorStore
 
@@ -26,9 +27,18 @@ class DatasetSpec:
     split: Callable[..., Any]  # -> ClassSplit, or the split of a regression task family
     kind: str = "classification"  # or "regression": MSE loss, generated tasks, ways = 1
     modality: str = "image"  # or "text": examples are sentence embeddings (``channels`` features)
+    # (or "features": float feature vectors of your own, innerloop.data.custom.register_dataset)
+    split_examples: dict[str, int] | None = None  # smallest class per split, where splits differ
+    # Your own data (innerloop.data.custom): config -> the spec of the data it names (classes read
+    # from data.root, episode shapes checked); dataset_spec(config) calls it.
+    describe: Callable[[Any], DatasetSpec] | None = None
 
     def num_classes(self, split: str, rotations: tuple[int, ...]) -> int:
         return self.base_classes[split] * len(rotations)
+
+    def smallest_class(self, split: str) -> int:
+        """Examples of the smallest class of ``split``."""
+        return (self.split_examples or {}).get(split, self.examples_per_class)
 
 
 _order = omniglot.TRAINVAL_CHARACTERS
@@ -51,6 +61,18 @@ DATASETS: dict[str, DatasetSpec] = {
         split=omniglot.omniglot_split,
     ),
 }
+
+
+DATASETS["fashion-mnist"] = DatasetSpec(
+    name="fashion-mnist",
+    splits=fashion_mnist.SPLITS,
+    base_classes={"test": len(fashion_mnist.CLASS_NAMES)},
+    examples_per_class=fashion_mnist.IMAGES_PER_CLASS,
+    channels=1,
+    max_image_size=fashion_mnist.SIDE,
+    load=fashion_mnist.load_fashion_mnist,
+    split=fashion_mnist.fashion_mnist_split,
+)
 
 
 def generated_family(name: str, splits: tuple[str, ...], load: Callable[..., None],
@@ -95,6 +117,20 @@ DATASETS["banking77"] = intent_dataset("banking77", "banking77", "classes")
 DATASETS["hwu64"] = intent_dataset("hwu64", "hwu64", "classes")
 
 
+DATASETS["image-folder"] = custom.user_data_spec("image-folder", "image", 3, custom.describe_image_folder)
+DATASETS["csv-text"] = custom.user_data_spec("csv-text", "text", intents.EMBEDDING_FEATURES,
+                                               custom.describe_csv_text)
+
+
+def dataset_spec(config: Any) -> DatasetSpec:
+    """The spec of the dataset ``config.data`` names: a built-in one as registered; your own data
+    (image-folder, csv-text, :func:`~innerloop.data.custom.register_dataset`) as read from the
+    config, its episode shapes checked against its classes."""
+    custom.check_user_data_keys(config)
+    spec = DATASETS[config.data.dataset]
+    return spec.describe(config) if spec.describe is not None else spec
+
+
 def load_split(dataset: str, split: str, root: str | Path | None = None, image_size: int = 28,
                rotations: tuple[int, ...] | None = None, download: bool = True) -> ClassSplit:
     """Load ``dataset`` (decoding it once) and return the classes of ``split``.
@@ -109,5 +145,5 @@ def load_split(dataset: str, split: str, root: str | Path | None = None, image_s
     return spec.split(store, split, rotations=rotations)
 
 
-__all__ = ["DATASETS", "ClassSplit", "DatasetSpec", "TensorStore", "load_split",
+__all__ = ["DATASETS", "ClassSplit", "DatasetSpec", "TensorStore", "dataset_spec", "load_split",
            "resolve_data_root", "store_cache_dir"]

@@ -30,13 +30,10 @@ Splits (:func:`omniglot_split`):
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import itertools
 import json
 import re
-import sys
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -47,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from innerloop.data.download import DownloadFailed, fetch
 from innerloop.data.paths import resolve_data_root, store_cache_dir
 from innerloop.data.store import ClassSplit, TensorStore
 from innerloop.errors import DataError
@@ -85,26 +83,10 @@ def _missing_message(folder: Path, missing: Sequence[str], reason: str) -> str:
 
 def download_archive(name: str, folder: Path, url: str | None = None) -> Path:
     """Download one official archive into ``folder``, checking its md5; DataError on failure."""
-    url = url or OFFICIAL_URL.format(name=name)
-    target = folder / f"{name}.zip"
-    partial = folder / f".{name}.zip.part"
-    print(f"innerloop: downloading {url} to {folder}", file=sys.stderr)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.md5()
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-    except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, short reads, disk
-        partial.unlink(missing_ok=True)
-        raise DataError(_missing_message(folder, [name], f"download of {url} failed ({error}).")) from None
-    if digest.hexdigest() != OFFICIAL_MD5[name]:
-        partial.unlink(missing_ok=True)
-        raise DataError(_missing_message(
-            folder, [name], f"{url} gave md5 {digest.hexdigest()}, expected {OFFICIAL_MD5[name]}."))
-    partial.replace(target)
-    return target
+        return fetch(url or OFFICIAL_URL.format(name=name), folder / f"{name}.zip", OFFICIAL_MD5[name])
+    except DownloadFailed as error:
+        raise DataError(_missing_message(folder, [name], str(error))) from None
 
 
 def locate_archives(root: str | Path | None = None, download: bool = True) -> dict[str, Path]:
