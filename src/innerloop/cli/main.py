@@ -5,6 +5,7 @@
     innerloop list
     innerloop bench [suite options]   (the benchmark suite of a source checkout: python -m benchmarks)
     innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
+    innerloop report RUN_DIR [RUN_DIR ...] [--out DIR] [--title TEXT]
 
 Distributed meta-training: ``innerloop train`` launched by torchrun, one process per rank, each
 on a slice of every meta-batch (see :mod:`innerloop.train.distributed`); rank 0 prints, writes
@@ -135,6 +136,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from innerloop.evaluate.comparison_report import write_comparison_report
+
+    files = write_comparison_report(args.run_dirs, args.out, args.title)
+    print(f"written: {files.html}")
+    print(f"written: {files.markdown}" + (f" (with {len(files.figures)} PNG figure"
+                                          f"{'s' if len(files.figures) != 1 else ''} next to it)"
+                                          if files.figures else ""))
+    return 0
+
+
 def _plot_sinusoid(config: Config, run_dir: Path) -> Path:
     from innerloop.build import build_learner, build_sampler, load_splits
     from innerloop.evaluate.plots import plot_regression_fits
@@ -197,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="ProtoNet training steps")
     demo.add_argument("--sinusoid-steps", type=int, default=None, help="MAML sinusoid training steps")
     demo.set_defaults(handler=_demo)
+
+    report = commands.add_parser(
+        "report", help="compare runs on one self-contained HTML page (and Markdown)",
+        description="Compare run directories: their settings, every evaluation report, learning "
+                    "curves, reliability diagrams and robustness, written as report.html (one file, "
+                    "figures inlined) and report.md with its PNG figures.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders written by innerloop train, e.g. runs/maml-5w1s")
+    report.add_argument("--out", default="report", help="folder to write into (default: ./report)")
+    report.add_argument("--title", help="page title (default: innerloop: comparison of N runs)")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -84,11 +84,19 @@ def _save(figure, path: str | Path) -> Path:
 def plot_reliability_diagram(bins: ReliabilityBins, path: str | Path, title: str) -> Path:
     """Accuracy against confidence per bin, the diagonal of perfect calibration, the gap, and
     how many predictions fall in each bin. Saves a PNG."""
-    import numpy as np
-
     plt = _pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 1]})
+    draw_reliability_diagram(top, bottom, bins, title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def draw_reliability_diagram(top, bottom, bins: ReliabilityBins, title: str, legend: bool = True) -> None:
+    """Draw a reliability diagram on two matplotlib axes: accuracy per confidence bin with the
+    over-/under-confidence gap on ``top``, predictions per bin (log scale) on ``bottom``."""
+    import numpy as np
+
     width = float(bins.edges[1] - bins.edges[0])
     centers = (bins.edges[:-1] + width / 2).numpy()
     filled = (bins.counts > 0).numpy()
@@ -98,20 +106,21 @@ def plot_reliability_diagram(bins: ReliabilityBins, path: str | Path, title: str
     over = filled & (confidence > accuracy)
     under = filled & (confidence <= accuracy)
     low, gap = np.minimum(confidence, accuracy), np.abs(confidence - accuracy)
-    top.bar(centers[over], gap[over], bottom=low[over], width=width, color="tab:red", alpha=0.45,
-            label="over-confident: confidence above accuracy")
-    top.bar(centers[under], gap[under], bottom=low[under], width=width, color="tab:green", alpha=0.45,
-            label="under-confident: accuracy above confidence")
+    if over.any():  # an empty bar call would still put its label, in the wrong color, in the legend
+        top.bar(centers[over], gap[over], bottom=low[over], width=width, color="tab:red", alpha=0.45,
+                label="over-confident: confidence above accuracy")
+    if under.any():
+        top.bar(centers[under], gap[under], bottom=low[under], width=width, color="tab:green", alpha=0.45,
+                label="under-confident: accuracy above confidence")
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     top.set_ylabel("accuracy")
     top.set_title(f"{title}\nECE {bins.expected_calibration_error:.4f}", fontsize=9)
-    top.legend(fontsize=7, loc="upper left")
+    if legend:
+        top.legend(fontsize=7, loc="upper left")
     bottom.bar(centers, bins.counts.numpy(), width=width, color="gray")
     bottom.set_yscale("log")
     bottom.set_xlabel("confidence (max probability)")
     bottom.set_ylabel("predictions")
-    figure.tight_layout()
-    return _save(figure, path)
 
 
 def plot_coverage_curve(curves: dict[str, tuple[tuple[float, float], ...]], path: str | Path,

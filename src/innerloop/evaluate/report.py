@@ -48,6 +48,8 @@ class EvaluationReport:
     # name -> [mean, ci95] of the predictive's scores (nll, brier, ece; coverage_0.9, ...)
     uncertainty: dict[str, list[float]] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)  # PNG files written next to the report
+    # classification: ReliabilityBins.to_dict() of all queries (the reliability diagram's data)
+    reliability: dict[str, list] | None = None
 
     @property
     def mean(self) -> float:
@@ -66,9 +68,7 @@ class EvaluationReport:
                 f"{self.episodes}ep-seed{self.seed}{step_part}")
 
     def _format(self, value: float, ci95: float) -> str:
-        if self.metric == "accuracy":
-            return f"{100 * value:.2f}% ± {100 * ci95:.2f}%"
-        return f"{value:.4f} ± {ci95:.4f}"
+        return format_score(self.metric, value, ci95)
 
     def markdown(self) -> str:
         shape = (f"{self.ways}-way {self.shots}-shot" if self.metric == "accuracy"
@@ -109,6 +109,13 @@ class EvaluationReport:
             tmp.write_text(text)
             os.replace(tmp, path)
         return json_path, markdown_path
+
+
+def format_score(metric: str, value: float, ci95: float) -> str:
+    """``98.12% ± 0.19%`` for accuracy, ``0.4336 ± 0.0416`` for other metrics (mse)."""
+    if metric == "accuracy":
+        return f"{100 * value:.2f}% ± {100 * ci95:.2f}%"
+    return f"{value:.4f} ± {ci95:.4f}"
 
 
 def uncertainty_label(name: str) -> str:

@@ -74,7 +74,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         results=results, checkpoint=path.name, step=int(payload["step"]),
         seconds=time.perf_counter() - start, date=today(), notes=notes,
         adaptation=adaptation,
-        uncertainty={name: [mean, ci95] for name, (mean, ci95) in uncertainty.metrics.items()})
+        uncertainty={name: [mean, ci95] for name, (mean, ci95) in uncertainty.metrics.items()},
+        reliability=None if uncertainty.reliability is None else uncertainty.reliability.to_dict())
     report = dataclasses.replace(report, figures=save_figures(learner, report, uncertainty, sampler, run_dir))
     report.save(run_dir)
     return report

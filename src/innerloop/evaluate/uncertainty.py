@@ -62,6 +62,24 @@ class ReliabilityBins:
         gaps = (self.accuracy[filled] - self.mean_confidence[filled]).abs()
         return float((weights * gaps).sum())
 
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists for a JSON report; an empty bin's mean confidence and accuracy are None."""
+        def floats(values: Tensor) -> list[float | None]:
+            return [None if value != value else float(value) for value in values.tolist()]
+
+        return {"edges": floats(self.edges), "counts": [int(c) for c in self.counts.tolist()],
+                "mean_confidence": floats(self.mean_confidence), "accuracy": floats(self.accuracy)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list]) -> ReliabilityBins:
+        """The bins of :meth:`to_dict` (None becomes nan)."""
+        def floats(key: str) -> Tensor:
+            return torch.tensor([float("nan") if v is None else float(v) for v in values[key]],
+                                dtype=torch.float64)
+
+        return cls(floats("edges"), torch.tensor(values["counts"], dtype=torch.int64),
+                   floats("mean_confidence"), floats("accuracy"))
+
 
 def reliability_bins(confidence: Tensor, correct: Tensor, bins: int = 15) -> ReliabilityBins:
     """Bin ``confidence`` (any shape, values in [0, 1]) with ``correct`` (same shape, bool)."""
