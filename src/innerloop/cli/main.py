@@ -2,6 +2,7 @@
 
     innerloop train CONFIG [--set key=value ...] [--run-dir DIR] [--data-root DIR]
     innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
+    innerloop robustness RUN_DIR [--label-noise 0.2 0.4] [--epsilon 0.1] [--pgd-steps 5] [--imbalance 0.4]
     innerloop list
     innerloop bench [suite options]   (the benchmark suite of a source checkout: python -m benchmarks)
     innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
@@ -77,6 +78,33 @@ def _eval(args: argparse.Namespace) -> int:
     if args.split:
         overrides.append(f"data.test_split={args.split}")
     report = evaluate_run(args.run_dir, args.checkpoint, data_root=args.data_root, overrides=overrides)
+    print(report.markdown())
+    print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from innerloop.evaluate.robustness import RobustnessSettings, robustness_run
+
+    overrides = list(args.set)
+    for flag in ("ways", "shots", "queries", "episodes", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"eval.{flag}={value}")
+    if args.split:
+        overrides.append(f"data.test_split={args.split}")
+    requested = (args.label_noise, args.epsilon, args.imbalance)
+    defaults = all(values is None for values in requested)  # no condition named: the default set
+
+    def chosen(values: list[float] | None) -> tuple[float, ...] | None:
+        return None if defaults else tuple(values or ())
+
+    settings = RobustnessSettings(
+        label_noise_rates=chosen(args.label_noise), epsilons=chosen(args.epsilon),
+        pgd_steps=args.pgd_steps, step_size=args.step_size, random_start=args.random_start,
+        imbalance_fractions=chosen(args.imbalance), minority_shots=args.minority_shots)
+    report = robustness_run(args.run_dir, settings, args.checkpoint, data_root=args.data_root,
+                            overrides=overrides)
     print(report.markdown())
     print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
     return 0
@@ -191,6 +219,40 @@ def build_parser() -> argparse.ArgumentParser:
                           help="override an eval.* key")
     evaluate.add_argument("--data-root")
     evaluate.set_defaults(handler=_eval)
+
+    robustness = commands.add_parser(
+        "robustness", help="score a run on fixed test episodes with noisy, adversarial or imbalanced support sets",
+        description="Score a run's checkpoint on its fixed seeded test episodes, clean and with the "
+                    "support sets perturbed: symmetric label noise, PGD within an L-infinity ball "
+                    "(through the method's adaptation) and class imbalance (see "
+                    "innerloop.evaluate.robustness). Without --label-noise, --epsilon or --imbalance "
+                    "the default set runs (label noise 0.2 and 0.4, epsilon 0.1, imbalance 0.4); "
+                    "naming any of them runs only those named.")
+    robustness.add_argument("run_dir")
+    robustness.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    robustness.add_argument("--label-noise", type=float, nargs="*", metavar="RATE",
+                            help="support label-noise rates, e.g. 0.2 0.4")
+    robustness.add_argument("--epsilon", type=float, nargs="*", metavar="EPS",
+                            help="L-infinity radii of the adversarial support sets, e.g. 0.1")
+    robustness.add_argument("--pgd-steps", type=int, default=5, help="PGD steps per attack (default 5)")
+    robustness.add_argument("--step-size", type=float, default=None,
+                            help="PGD step size (default 2.5 * epsilon / steps)")
+    robustness.add_argument("--random-start", action="store_true",
+                            help="start PGD at a uniform point of the ball (default: the clean images)")
+    robustness.add_argument("--imbalance", type=float, nargs="*", metavar="FRACTION",
+                            help="fractions of the ways that keep only --minority-shots support examples")
+    robustness.add_argument("--minority-shots", type=int, default=1,
+                            help="support examples kept by minority classes (default 1)")
+    robustness.add_argument("--episodes", type=int)
+    robustness.add_argument("--ways", type=int)
+    robustness.add_argument("--shots", type=int)
+    robustness.add_argument("--queries", type=int)
+    robustness.add_argument("--seed", type=int)
+    robustness.add_argument("--split", help="dataset split to score on (default: the run's data.test_split)")
+    robustness.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override an eval.* key, num_threads or inner.eval_steps")
+    robustness.add_argument("--data-root")
+    robustness.set_defaults(handler=_robustness)
 
     listing = commands.add_parser("list", help="algorithms, backbones, datasets and recipes")
     listing.set_defaults(handler=_list)

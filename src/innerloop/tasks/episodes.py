@@ -3,9 +3,12 @@
 An :class:`Episodes` batch has a leading task dimension ``T``: ``support_x [T, S, ...]``,
 ``support_y [T, S]``, ``query_x [T, Q, ...]``, ``query_y [T, Q]``, labels remapped to
 ``0..ways-1`` and the original class ids kept in ``class_ids [T, ways]`` (label ``k`` of task
-``t`` is split class ``class_ids[t, k]``). Support examples are ordered by label, ``shots`` per
-label; query examples likewise, ``queries`` per label. One :class:`Episode` is the same without
-``T``.
+``t`` is split class ``class_ids[t, k]``). The sampler orders support examples by label,
+``shots`` per label, and query examples likewise, ``queries`` per label. Learners must not rely on
+that layout for the support set: robustness evaluation (:mod:`innerloop.evaluate.robustness`)
+hands them noisy labels in any order and classes with fewer examples than ``shots`` (which then
+is the nominal count); per-label quantities are computed from ``support_y`` (one-hot sums,
+:func:`occurrence_index`). One :class:`Episode` is the same without ``T``.
 """
 
 from __future__ import annotations
@@ -62,3 +65,12 @@ class Episodes(Episode):
     def slice(self, start: int, stop: int) -> Episodes:
         """Tasks ``start..stop-1`` (used to split a meta-batch across ranks or chunks)."""
         return self._map(lambda tensor: tensor[start:stop], Episodes)
+
+
+def occurrence_index(labels: Tensor, ways: int) -> Tensor:
+    """How many earlier examples (along the last axis) share each example's label: 0 for the
+    first example of a label, 1 for the second, ... ``labels [..., S]`` → int64 ``[..., S]``.
+    No data-dependent shapes, so it also runs under ``torch.func.vmap``."""
+    same_label = labels.unsqueeze(-1) == torch.arange(ways, device=labels.device)  # [..., S, ways]
+    earlier = same_label.cumsum(dim=-2) - same_label.long()
+    return (earlier * same_label).sum(dim=-1)

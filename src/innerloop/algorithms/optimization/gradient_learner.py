@@ -80,7 +80,7 @@ from innerloop.functional.params import HEAD_PREFIX, parameters_of, run
 from innerloop.functional.transforms import inside_transform
 from innerloop.nn.stepwise_batch_norm import current_batch_norm_step
 from innerloop.nn.task_batch_norm import TaskBatchNorm, batch_norm_groups, current_batch_norm_groups
-from innerloop.tasks.episodes import Episodes
+from innerloop.tasks.episodes import Episodes, occurrence_index
 
 TASK_KINDS = ("classification", "regression")
 SECOND_ORDER_ADAM_EPS_ROOT = 1e-12
@@ -135,6 +135,14 @@ class AdaptedState:
 
     params: Params
     support_x: Tensor  # kept for non-transductive prediction
+
+
+def round_robin_by_label(labels: Tensor, ways: int) -> Tensor:
+    """Positions ``[S]`` of ``labels [S]`` ordered by (occurrence within the label, label): the
+    first example of every label in label order, then the second of every label, and so on. For a
+    support set sorted by label with ``shots`` each this is ``arange(S).view(ways, shots).t().flatten()``;
+    noisy, shuffled or unequal support sets are handled too."""
+    return torch.argsort(occurrence_index(labels, ways) * ways + labels, stable=True)
 
 
 class GradientLearner(MetaLearner):
@@ -273,13 +281,14 @@ class GradientLearner(MetaLearner):
 
     def _inner_batch(self, inputs: Tensor, targets: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """Step ``step``'s minibatch: consecutive slices of the support set taken round-robin
-        over labels (support sets are ordered by label), so each slice mixes the classes."""
+        over labels (:func:`round_robin_by_label`, for any labels in any order), so each slice
+        mixes the classes."""
         size = inputs.shape[0]
         if self.inner_batch_size is None or self.inner_batch_size >= size:
             return inputs, targets
         order = torch.arange(size, device=inputs.device)
-        if self.task == "classification" and size % self.outputs == 0:
-            order = order.view(self.outputs, -1).t().flatten()
+        if self.task == "classification":
+            order = round_robin_by_label(targets, self.outputs)
         start = (step * self.inner_batch_size) % size
         rows = order.roll(-start)[: self.inner_batch_size]
         return inputs[rows], targets[rows]
