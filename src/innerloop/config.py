@@ -124,6 +124,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout of images and weights: faster Conv-4 on CPU
     backward_per_task: bool = True  # MAML, ANIL, BOIL, Meta-SGD, CAVIA, metalstm: free each task's graph
     task_workers: int = 0  # threads taking their tasks in parallel; 0: one per num_threads (or core)
+    task_mixup: float = 0.0  # probability that a training task is interpolated with another (MLTI)
+    task_mixup_alpha: float = 0.5  # task mixup: lambda ~ Beta(alpha, alpha)
 
 
 @dataclass
@@ -305,6 +307,7 @@ def validate(config: Config) -> None:
     _at_least("train.task_workers", config.train.task_workers, 0)
     _validate_inner(config)
     _common_ranges(config)
+    _validate_task_mixup(config, spec)
     _at_least("optim.weight_decay", config.optim.weight_decay, 0.0)
     _at_least("optim.step_size", config.optim.step_size, 1)
     if not 0 < config.optim.gamma <= 1:
@@ -385,6 +388,22 @@ def _validate_model_options(config: Config) -> None:
         if getattr(model, key) not in (None, False) and model.algorithm not in owners:
             raise ConfigError(f"model.{key} applies to {', '.join(owners)} only; {model.algorithm} "
                               f"does not use it (remove it)")
+
+
+def _validate_task_mixup(config: Config, spec: Any) -> None:
+    """``train.task_mixup`` (:mod:`innerloop.tasks.task_mixup`): a probability, a positive Beta
+    parameter, and classification tasks only (their inputs are images or feature vectors)."""
+    train = config.train
+    if not 0 <= train.task_mixup <= 1:
+        raise ConfigError(f"train.task_mixup is the probability that a training task is mixed; it "
+                          f"must be in [0, 1], got {train.task_mixup}")
+    if train.task_mixup_alpha <= 0:
+        raise ConfigError(f"train.task_mixup_alpha must be > 0 (lambda ~ Beta(alpha, alpha)), "
+                          f"got {train.task_mixup_alpha}")
+    if train.task_mixup > 0 and spec.kind != "classification":
+        raise ConfigError(f"train.task_mixup interpolates the images or feature vectors of classification "
+                          f"tasks class by class; {config.data.dataset} is a {spec.kind} dataset "
+                          f"(set train.task_mixup: 0)")
 
 
 def _common_ranges(config: Config) -> None:

@@ -3,7 +3,8 @@
 The :class:`Trainer` samples meta-batches, steps the outer optimizer on ``learner.meta_loss``,
 follows the learning-rate schedule, validates on fixed episodes and keeps the best checkpoint,
 logs to ``metrics.jsonl``, and checkpoints so that an interrupted run, resumed, ends with exactly
-the weights of an uninterrupted one:
+the weights of an uninterrupted one (training meta-batches, never validation episodes, may be
+interpolated across tasks: ``train.task_mixup``, :mod:`innerloop.tasks.task_mixup`):
 
 * the meta-batch of step ``s`` is drawn from a generator seeded by ``(config.seed, s)``, so it
   does not depend on what ran before;
@@ -46,6 +47,7 @@ from innerloop.errors import InnerloopError, TrainingDiverged
 from innerloop.evaluate.protocol import evaluate_episodes
 from innerloop.tasks.episodes import Episodes
 from innerloop.tasks.fixed import FixedEpisodes
+from innerloop.tasks.task_mixup import draw_task_mixup, mix_tasks, task_mixup_seed
 from innerloop.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from innerloop.train.distributed import (ProcessPlace, any_rank, average_buffer_updates,
                                          average_gradients, average_scalars, broadcast_scalars,
@@ -290,6 +292,8 @@ class Trainer:
                 episodes = self._rank_episodes(generator)
             else:
                 episodes = self.sampler.sample(train.meta_batch_size, generator)
+            if train.task_mixup > 0:
+                episodes = self._mix_tasks(episodes)
             self.learner.set_training_step(self.step)
             loss, metrics = self.learner.meta_loss(episodes)
             metric = self.learner.metric_name
@@ -341,6 +345,18 @@ class Trainer:
             torch.manual_seed(rank_step_seed(self.config.seed, self.place.rank, self.step))
         plan = self.sampler.sample_indices(self.config.train.meta_batch_size, generator)
         return self.sampler.gather(plan.slice(self.task_slice.start, self.task_slice.stop))
+
+    def _mix_tasks(self, episodes: Episodes) -> Episodes:
+        """MLTI task interpolation (:mod:`innerloop.tasks.task_mixup`) of this step's tasks (this
+        rank's slice of them): the mixup of the whole meta-batch is drawn from ``(seed, step)``,
+        then this slice's share is applied, so every rank count trains on the same mixed tasks."""
+        train = self.config.train
+        plan = draw_task_mixup(self.sampler, train.meta_batch_size, train.task_mixup,
+                               train.task_mixup_alpha, task_mixup_seed(self.config.seed, self.step))
+        plan = plan.slice(self.task_slice.start, self.task_slice.stop)
+        if not bool(plan.mixed.any()):
+            return episodes
+        return mix_tasks(episodes, self.sampler.gather(plan.partners), plan.mixed, plan.lambdas)
 
     def _log_interval(self, seconds: float) -> dict[str, float]:
         count = self.interval["count"]
