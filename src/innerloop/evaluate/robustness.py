@@ -330,9 +330,9 @@ class AdversarialSupport:
         return self.step_size if self.step_size is not None else 2.5 * self.epsilon / self.steps
 
     def label(self, ways: int, shots: int) -> str:
-        start = "random start" if self.random_start else "from the clean images"
-        return (f"adversarial support (PGD, L∞ ε = {self.epsilon:g}, {self.steps} steps of "
-                f"{self.effective_step_size:g}, {start})")
+        start = ", random start" if self.random_start else ""  # default: from the clean images
+        return (f"adversarial support, ε = {self.epsilon:g} (PGD, {self.steps} steps of "
+                f"{self.effective_step_size:g}{start})")
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -593,9 +593,13 @@ def robustness_run(run_dir: str | Path, settings: RobustnessSettings | None = No
     if inner_loops:
         notes.append(f"scored after {inner_loops[0].eval_inner_steps} inner steps ({inner_loops[0].order} "
                      f"order in training); the attack differentiates through them second order")
-    if any(isinstance(p, AdversarialSupport) for p in perturbations):
+    attacks = [p for p in perturbations if isinstance(p, AdversarialSupport)]
+    if attacks:
         bounds = "none (feature vectors)" if valid_range is None else f"[{valid_range[0]:g}, {valid_range[1]:g}]"
-        notes.append(f"adversarial inputs clamped to the data's valid range: {bounds}")
+        start = ("a uniform random point of the ball (seeded per episode)" if attacks[0].random_start
+                 else "the clean images")
+        notes.append(f"adversarial support: L∞ PGD on the support inputs maximising the query NLL of the "
+                     f"adapted learner, from {start}; inputs clamped to the data's valid range {bounds}")
     report = RobustnessReport(
         method=learner.name, dataset=config.data.dataset, split=split.name, ways=evaluation.ways,
         shots=evaluation.shots, queries=evaluation.queries, episodes=evaluation.episodes,
