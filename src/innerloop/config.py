@@ -29,6 +29,14 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     download: bool = True
+    # your own data (innerloop.data.custom): data.root is the image folder or the CSV file
+    grayscale: bool = False  # image-folder: one channel instead of RGB
+    text_column: str = "text"  # csv-text
+    label_column: str = "label"  # csv-text
+    min_examples: int = 0  # image-folder, csv-text: leave out classes with fewer examples
+    class_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])  # image-folder, csv-text:
+    # the train and val shares of the classes (the rest: test), in a seeded order
+    split_seed: int = 0  # image-folder, csv-text
 
 
 @dataclass
@@ -288,13 +296,13 @@ def _at_least(key: str, value: float, minimum: float) -> None:
 def validate(config: Config) -> None:
     """Reject impossible values, naming the key and the allowed range."""
     from innerloop.algorithms import ALGORITHMS
-    from innerloop.data import DATASETS
+    from innerloop.data import DATASETS, dataset_spec
     from innerloop.nn import BACKBONES
     from innerloop.tasks.sampler import check_episode_shape
     from innerloop.errors import TaskError
 
     _choice("data.dataset", config.data.dataset, DATASETS)
-    spec = DATASETS[config.data.dataset]
+    spec = dataset_spec(config)  # your own data: read from data.root, its classes checked
     _choice("model.algorithm", config.model.algorithm, ALGORITHMS)
     _choice("model.backbone", config.model.backbone, BACKBONES)
     _choice("optim.name", config.optim.name, ("adam", "sgd"))
@@ -328,13 +336,14 @@ def validate(config: Config) -> None:
     if spec.kind == "regression":
         _validate_regression(config)
         return
-    if spec.modality == "text":
+    if spec.modality in ("text", "features"):
+        vectors = "sentence embeddings" if spec.modality == "text" else "feature vectors"
         if list(config.data.rotations) != [0]:
-            raise ConfigError(f"data.rotations must be [0] for {spec.name} (sentence embeddings; "
+            raise ConfigError(f"data.rotations must be [0] for {spec.name} ({vectors}; "
                               f"rotations apply to images), got {config.data.rotations}")
-        if config.model.backbone not in ("mlp", "residual-mlp"):
-            raise ConfigError(f"model.backbone: {spec.name} holds {spec.channels}-d sentence embeddings; "
-                              f"use mlp or residual-mlp")
+        if config.model.backbone not in ("mlp", "residual-mlp", "custom"):
+            raise ConfigError(f"model.backbone: {spec.name} holds {spec.channels}-d {vectors}; "
+                              f"use mlp or residual-mlp (or your own module: custom)")
     else:
         _validate_images(config, spec)
     train, evaluation = config.train, config.eval
@@ -346,7 +355,7 @@ def validate(config: Config) -> None:
         split = getattr(config.data, split_key)
         _choice(f"data.{split_key}", split, spec.splits)
         try:
-            check_episode_shape(split, spec.num_classes(split, rotations), spec.examples_per_class,
+            check_episode_shape(split, spec.num_classes(split, rotations), spec.smallest_class(split),
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
@@ -354,7 +363,7 @@ def validate(config: Config) -> None:
 
 def _validate_images(config: Config, spec: Any) -> None:
     """Image size, rotations and backbone of an image dataset."""
-    _at_least("data.image_size", config.data.image_size, 16)
+    _at_least("data.image_size", config.data.image_size, 1 if config.model.backbone == "custom" else 16)
     if config.data.image_size > spec.max_image_size:
         raise ConfigError(f"data.image_size must be <= {spec.max_image_size} for {spec.name} "
                           f"(its images are {spec.max_image_size} pixels wide), got {config.data.image_size}")
@@ -502,8 +511,9 @@ def _validate_regression(config: Config) -> None:
     output, ways = 1."""
     from innerloop.data import DATASETS
 
-    if config.model.backbone != "mlp":
-        raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp")
+    if config.model.backbone not in ("mlp", "custom"):
+        raise ConfigError(f"model.backbone: {config.data.dataset} has 1-D inputs; use mlp "
+                          f"(or your own module: custom)")
     if not config.model.hidden_sizes or min(config.model.hidden_sizes) < 1:
         raise ConfigError(f"model.hidden_sizes must be a non-empty list of sizes >= 1, "
                           f"got {config.model.hidden_sizes}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from innerloop.algorithms import GradientLearner, MetaLearner
 from innerloop.build import build_learner, build_sampler, load_splits, set_threads
+from innerloop.build import UserBackbone  # your own backbone module
 from innerloop.config import Config, config_from_dict, without_inapplicable_model_options
 from innerloop.errors import InnerloopError
 from innerloop.evaluate.plots import plot_coverage_curve, plot_predictive_bands, plot_reliability_diagram
@@ -18,7 +19,7 @@ from innerloop.train.checkpoint import BEST, LAST, load_checkpoint
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Path | None = None,
-                 overrides: list[str] | None = None) -> EvaluationReport:
+                 overrides: list[str] | None = None, backbone: UserBackbone | None = None) -> EvaluationReport:
     """Load ``run_dir``'s config and checkpoint (``best`` or ``last``), score it, save reports.
 
     ``overrides`` are ``eval.*``, ``inner.eval_steps``, ``data.test_split`` or ``num_threads``
@@ -34,7 +35,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
         if not (key.startswith("eval.") or key in allowed):
             raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
                                  f"'{key}' is fixed by the trained run")
-    config, learner, payload, path = load_run(run_dir, checkpoint, overrides)
+    config, learner, payload, path = load_run(run_dir, checkpoint, overrides, backbone)
     split = load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
     evaluation = config.eval
     sampler = build_sampler(config, split, evaluation.ways, evaluation.shots, evaluation.queries)
@@ -81,10 +82,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     return report
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best",
-             overrides: list[str] | None = None) -> tuple[Config, MetaLearner, dict, Path]:
+def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | None = None,
+             backbone: UserBackbone | None = None) -> tuple[Config, MetaLearner, dict, Path]:
     """A trained run's config (with ``overrides``), its learner with the weights of
-    ``checkpoint`` (``best`` or ``last``), the checkpoint's payload and its path."""
+    ``checkpoint`` (``best`` or ``last``), the checkpoint's payload and its path. A run trained on
+    your own module (``model.backbone: custom``) needs it again as ``backbone``."""
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
         raise InnerloopError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
@@ -95,7 +97,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best",
     payload = load_checkpoint(path)
     config = config_from_dict(without_inapplicable_model_options(payload["config"]), overrides)
     set_threads(config)
-    learner = build_learner(config)
+    learner = build_learner(config, backbone)
     learner.load_state_dict(payload["model"])
     return config, learner, payload, path
 

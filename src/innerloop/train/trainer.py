@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from innerloop.algorithms.base import MetaLearner
-from innerloop.build import build_learner, build_sampler, load_splits, set_threads
+from innerloop.build import UserBackbone, build_learner, build_sampler, load_splits, set_threads
 from innerloop.config import Config, config_from_dict, save_config, without_inapplicable_model_options
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
@@ -122,11 +122,13 @@ class Trainer:
         splits: already loaded splits by name (tests pass them to skip loading).
         place: this process's rank and world size; default: the initialized process group's
             (``torchrun``), else a single process.
+        backbone: your own ``nn.Module`` (or a function that builds one) as the backbone, with
+            ``model.backbone: custom`` (:func:`~innerloop.build.build_learner`).
     """
 
     def __init__(self, config: Config, run_dir: str | Path, data_root: str | Path | None = None,
                  progress: bool = True, splits: dict[str, ClassSplit] | None = None,
-                 place: ProcessPlace | None = None) -> None:
+                 place: ProcessPlace | None = None, backbone: UserBackbone | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.place = place or current_place()
@@ -145,7 +147,7 @@ class Trainer:
             build_sampler(config, self.splits[config.data.val_split], evaluation.ways,
                           evaluation.shots, evaluation.queries),
             train.val_episodes, seed=evaluation.seed + VALIDATION_SEED_OFFSET)
-        self.learner = build_learner(config)
+        self.learner = build_learner(config, backbone)
         self.optimizer = build_optimizer(config, self.learner)
         self.step = 0
         self.best_val_score = math.nan  # nan until the first validation
