@@ -17,8 +17,9 @@ The sections always appear, in this order, so that pages of different run sets l
    and the scores after the other inner-step counts;
 3. **Learning curves** — the training metric (thin line) and the validation metric (markers, with
    its 95% band) against the outer step, one panel per metric, one color per run;
-4. **Reliability diagrams** — one panel per evaluation with calibration data: accuracy against
-   confidence per bin for classification (the bins the report stores), observed against nominal
+4. **Reliability diagrams** (DeGroot & Fienberg 1983; Guo et al. 2017) — one panel per evaluation
+   with calibration data: accuracy against confidence per bin for classification (the bins the
+   report stores, :class:`~innerloop.evaluate.uncertainty.ReliabilityBins`), observed against nominal
    coverage of the central predictive intervals for regression; reports written before bins
    were stored show the diagram drawn at evaluation time instead;
 5. **Robustness** — grouped bars per robustness report (score under each condition next to
@@ -48,7 +49,6 @@ from innerloop.evaluate.report import format_score
 
 RUN_DIRECTORY_CONTENTS = ("a run directory (written by `innerloop train`) holds config.yaml, "
                           "metrics.jsonl, best.pt/last.pt and the eval-*.json reports of `innerloop eval`")
-SECTION_TITLES = ("Runs", "Results", "Learning curves", "Reliability diagrams", "Robustness")
 UNCERTAINTY_COLUMNS = {"nll": "NLL", "brier": "Brier", "ece": "ECE"}  # then coverage_<level>
 FIGURE_DPI = 100
 
@@ -101,7 +101,7 @@ def read_run(run_dir: str | Path, label: str | None = None) -> RunRecord:
             continue
         (validation_log if "val_ci95" in record else training_log).append(record)
     evaluations = [_read_evaluation(file) for file in sorted(path.glob("eval-*.json"))]
-    evaluations.sort(key=lambda report: (report["dataset"] != config.get("data", {}).get("dataset"),
+    evaluations.sort(key=lambda report: (report["dataset"] != (config.get("data") or {}).get("dataset"),
                                          report["dataset"], report["split"], report["ways"],
                                          report["shots"], report["queries"], report["checkpoint"],
                                          report["episodes"], report["file"]))
@@ -211,7 +211,7 @@ def write_comparison_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     """Read ``run_dirs`` and write ``report.html`` (self-contained), ``report.md`` and the figures'
     PNG files into ``out_dir`` (created). Returns the paths written."""
     runs = read_runs(run_dirs)
-    plt = _pyplot()  # before any work: a missing matplotlib is reported first
+    plt = _pyplot()  # before drawing anything: a missing matplotlib is reported, nothing written
     sections = [runs_section(runs), results_section(runs), learning_curves_section(runs, plt),
                 reliability_section(runs, plt), robustness_section(runs, plt)]
     title = title or f"innerloop: comparison of {len(runs)} run{'s' if len(runs) != 1 else ''}"
@@ -309,7 +309,7 @@ def _key_settings(config: dict[str, Any]) -> str:
     if (model.get("ensemble") or 1) > 1:
         parts.append(f"ensemble of {model['ensemble']}")
     rotations = (config.get("data") or {}).get("rotations")
-    if config.get("data", {}).get("dataset") == "omniglot" and rotations:
+    if (config.get("data") or {}).get("dataset") == "omniglot" and rotations:
         parts.append("rotations " + "/".join(map(str, rotations)))
     return "; ".join(parts)
 
@@ -327,14 +327,20 @@ def _uncertainty_header(key: str) -> str:
     return UNCERTAINTY_COLUMNS[key]
 
 
+def is_cross_domain(report: dict[str, Any], run: RunRecord) -> bool:
+    """Whether an evaluation scored the run on a dataset other than the one it trained on (the
+    report's ``trained_on`` where it has one, else the run's ``data.dataset``)."""
+    return report["dataset"] != (report.get("trained_on") or run.dataset)
+
+
 def _dataset_cell(report: dict[str, Any], run: RunRecord) -> str:
-    if report["dataset"] != run.dataset:
-        return f"{report['dataset']}\ncross-domain"
+    if is_cross_domain(report, run):
+        return f"{report['dataset']}\n(cross-domain)"
     return str(report["dataset"])
 
 
 def _checkpoint_cell(report: dict[str, Any]) -> str:
-    return str(report["checkpoint"]) + (f"\nstep {report['step']}" if report.get("step") is not None else "")
+    return str(report.get("checkpoint", "?")) + (f"\nstep {report['step']}" if report.get("step") is not None else "")
 
 
 def headline_cell(report: dict[str, Any]) -> str:
@@ -366,7 +372,7 @@ def results_section(runs: list[RunRecord]) -> Section:
             row.append("—" if value is None else f"{value[0]:.4f}\n± {value[1]:.4f}")
         table.rows.append(row)
     several_counts = any(len(report["results"]) > 1 for _, report in evaluations)
-    cross = any(report["dataset"] != run.dataset for run, report in evaluations)
+    cross = any(is_cross_domain(report, run) for run, report in evaluations)
     notes = ["One row per evaluation report (`eval-*.json`); the score is the mean over fixed, seeded "
              "test episodes ± the half-width of its 95% confidence interval"
              + ("; a gradient-based method is scored after each inner-step count, its headline count "
@@ -413,7 +419,7 @@ def learning_curves_section(runs: list[RunRecord], plt) -> Section:
             axis.set_yscale("log")
         lengths = [max(record["step"] for record in run.training_log + run.validation_log)
                    for run in runs if _training_metric(run) == metric]
-        if max(lengths) > 20 * min(lengths):  # a short run would be a dot at the left edge
+        if min(lengths) > 0 and max(lengths) > 20 * min(lengths):  # a short run would be a dot at the left edge
             axis.set_xscale("log")
         axis.set_xlabel("outer step" + (" (log scale)" if axis.get_xscale() == "log" else ""))
         axis.set_ylabel(metric)
@@ -489,7 +495,8 @@ def _reliability_figure(plt, panels):
 
     columns = min(4, len(panels))
     rows = math.ceil(len(panels) / columns)
-    figure = plt.figure(figsize=(3.2 * columns, 3.9 * rows), layout="constrained")
+    width = 3.2 if len(panels) >= 3 else 4.0  # a panel or two may be larger
+    figure = plt.figure(figsize=(width * columns, (3.9 if len(panels) >= 3 else 4.6) * rows), layout="constrained")
     cells = figure.add_gridspec(rows, columns)
     handles: dict[str, Any] = {}
     for index, (run, report, kind) in enumerate(panels):
@@ -507,7 +514,7 @@ def _reliability_figure(plt, panels):
             for axis in (top, bottom):
                 axis.tick_params(labelsize=7)
                 axis.yaxis.label.set_size(8)
-            bottom.yaxis.set_major_locator(LogLocator(numticks=4))
+            bottom.yaxis.set_major_locator(LogLocator(numticks=3))
             bottom.yaxis.set_minor_formatter(NullFormatter())
             for handle, label in zip(*top.get_legend_handles_labels()):
                 handles.setdefault(label, handle)
@@ -527,7 +534,7 @@ def _reliability_figure(plt, panels):
             axis.grid(alpha=0.3)
     if handles:
         figure.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                      ncol=min(4, len(handles)), fontsize=8)
+                      ncol=_legend_columns(list(handles), width * columns), fontsize=8)
     return figure
 
 
@@ -539,66 +546,84 @@ def _short_setting(report: dict[str, Any]) -> str:
 
 def robustness_section(runs: list[RunRecord], plt) -> Section:
     title = "Robustness"
-    reports = [(index, run, report) for index, run in enumerate(runs) for report in run.robustness]
+    reports = [(run, report) for run in runs for report in run.robustness]
     if not reports:
         return Section(title, ["No robustness evaluations in these runs: run `innerloop robustness RUN_DIR` "
                                "to write a robustness-*.json report (scores under support-label noise, "
                                "adversarial supports and other shifts, next to clean)."])
-    metrics = list(dict.fromkeys(report["metric"] for _, _, report in reports))
-    widths = []
-    for metric in metrics:
-        group = [report for _, _, report in reports if report["metric"] == metric]
-        labels = {condition.get("label", condition.get("condition", "?"))
-                  for report in group for condition in report["conditions"]}
-        widths.append(1.5 + len(group) * (0.32 * len(labels) + 0.5))
-    figure, axes = plt.subplots(1, len(metrics), figsize=(min(max(sum(widths), 6.5), 12.8), 4.8),
+    metrics = list(dict.fromkeys(report["metric"] for _, report in reports))
+    groups = {metric: [(run, report) for run, report in reports if report["metric"] == metric] for metric in metrics}
+    orders = {metric: condition_order([report for _, report in group]) for metric, group in groups.items()}
+    widths = [1.5 + len(groups[metric]) * (0.32 * len(orders[metric]) + 0.5) for metric in metrics]
+    figure_width = min(max(sum(widths), 6.5), 12.8)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(figure_width, 4.8),
                                 squeeze=False, layout="constrained", width_ratios=widths)
     handles: dict[str, Any] = {}
-    table = Table(["run", "dataset / split", "ways / shots / queries", "episodes", "checkpoint", "condition",
-                   "settings", "mean ± 95% CI", "change vs clean"], [], nowrap={0, 7, 8})
     for axis, metric in zip(axes[0], metrics):
-        group = [(run, report) for _, run, report in reports if report["metric"] == metric]
-        condition_labels = list(dict.fromkeys(condition.get("label", condition.get("condition", "?"))
-                                              for _, report in group for condition in report["conditions"]))
+        order = orders[metric]
         scale = 100.0 if metric == "accuracy" else 1.0
-        bar = 0.8 / len(condition_labels)
-        for position, (run, report) in enumerate(group):
+        bar = 0.8 / len(order)
+        colors = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+        for position, (run, report) in enumerate(groups[metric]):
             for condition in report["conditions"]:
-                label = condition.get("label", condition.get("condition", "?"))
-                slot = condition_labels.index(label)
-                color = plt.get_cmap("tab10" if len(condition_labels) <= 10 else "tab20")(slot)
-                handles[label] = axis.bar(position - 0.4 + bar * (slot + 0.5), scale * condition["mean"], bar,
-                                          yerr=scale * condition["ci95"] if _finite(condition["ci95"]) else None,
-                                          capsize=2, color=color, edgecolor="black", linewidth=0.4)
-        axis.set_xticks(range(len(group)))
+                slot = order.index(_condition_label(condition))
+                handles[_condition_label(condition)] = axis.bar(
+                    position - 0.4 + bar * (slot + 0.5), scale * condition["mean"], bar,
+                    yerr=scale * condition["ci95"] if _finite(condition["ci95"]) else None,
+                    capsize=2, color=colors(slot), edgecolor="black", linewidth=0.4)
+        axis.set_xticks(range(len(groups[metric])))
         axis.set_xticklabels([f"{run.label}\n{report.get('ways', '?')}-way {report.get('shots', '?')}-shot, "
-                              f"{report.get('dataset', '?')}" for run, report in group], fontsize=8)
+                              f"{report.get('dataset', '?')}" for run, report in groups[metric]], fontsize=8)
         axis.set_ylabel(f"{metric} (%)" if metric == "accuracy" else metric)
         axis.set_title(f"{metric} under each condition (95% CI)", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
         if metric == "accuracy":
-            axis.set_ylim(0, 100)
-    figure.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                  ncol=min(3, len(handles)), fontsize=8)
-    for _, run, report in reports:
-        clean = next((condition for condition in report["conditions"]
-                      if condition.get("condition") == "clean"), None)
+            axis.set_ylim(0, 104)  # room above the error bar of a score near 100%
+            axis.set_yticks(range(0, 101, 20))
+    labels = [label for metric in metrics for label in orders[metric] if label in handles]
+    labels = list(dict.fromkeys(labels))
+    figure.legend([handles[label] for label in labels], labels, loc="outside lower center",
+                  ncol=_legend_columns(labels, figure_width), fontsize=8)
+    table = Table(["run", "dataset / split", "ways / shots / queries", "episodes", "checkpoint", "condition",
+                   "settings", "mean ± 95% CI", "change vs clean"], [], nowrap={0, 7, 8})
+    for run, report in reports:
+        clean = next((condition for condition in report["conditions"] if condition.get("condition") == "clean"), None)
         for condition in report["conditions"]:
             change = "—"
             if clean is not None and condition is not clean:
                 delta = condition["mean"] - clean["mean"]
-                change = (f"{100 * delta:+.2f} points" if report["metric"] == "accuracy" else f"{delta:+.4f}")
+                change = f"{100 * delta:+.2f} points" if report["metric"] == "accuracy" else f"{delta:+.4f}"
             settings = ", ".join(f"{key} {value}" for key, value in (condition.get("settings") or {}).items())
             table.rows.append([
                 run.label, f"{report.get('dataset', '?')} / {report.get('split', '?')}",
                 f"{report.get('ways', '?')} / {report.get('shots', '?')} / {report.get('queries', '?')}",
-                str(report.get("episodes", "?")),
-                str(report.get("checkpoint", "?")) + (f" (step {report['step']})" if report.get("step") is not None else ""),
-                str(condition.get("label", condition.get("condition", "?"))), settings or "—",
-                format_score(report["metric"], condition["mean"], condition["ci95"]), change])
+                str(report.get("episodes", "?")), _checkpoint_cell(report), _condition_label(condition),
+                settings or "—", format_score(report["metric"], condition["mean"], condition["ci95"]), change])
     caption = ("Each group is one robustness report (`robustness-*.json`): the score under each "
-               "condition next to the clean score, with 95% CI error bars.")
+               "condition next to the clean score, with 95% CI error bars; change vs clean in "
+               "percentage points for accuracy.")
     return Section(title, [Figure("robustness.png", _png(plt, figure), caption), table])
+
+
+def _condition_label(condition: dict[str, Any]) -> str:
+    return str(condition.get("label", condition.get("condition", "?")))
+
+
+def condition_order(reports: list[dict[str, Any]]) -> list[str]:
+    """The condition labels of robustness reports in one order for every bar group: clean first,
+    then by kind of condition (in order of first appearance), then by the settings' values, so that
+    20% label noise comes before 40% whatever order the reports list them in."""
+    kinds: list[str] = ["clean"]
+    entries: dict[str, tuple] = {}
+    for report in reports:
+        for condition in report["conditions"]:
+            kind = str(condition.get("condition", "?"))
+            if kind not in kinds:
+                kinds.append(kind)
+            values = tuple((0, value, "") if _finite(value) else (1, 0, str(value))
+                           for _, value in sorted((condition.get("settings") or {}).items()))
+            entries.setdefault(_condition_label(condition), (kinds.index(kind), values))
+    return sorted(entries, key=lambda label: entries[label])
 
 
 # -- drawing helpers -------------------------------------------------------------------------
@@ -620,6 +645,12 @@ def _png(plt, figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=FIGURE_DPI)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def _legend_columns(labels: list[str], figure_width: float) -> int:
+    """As many legend columns as fit the figure's width (about 14 characters per inch at size 8)."""
+    per_column = max(len(label) for label in labels) + 6  # the swatch and the gap
+    return max(1, min(len(labels), int(14 * figure_width) // per_column))
 
 
 def _run_color(plt, index: int):
@@ -684,7 +715,8 @@ def render_html(title: str, preamble: str, sections: list[Section]) -> str:
             elif isinstance(block, Figure):
                 data = base64.b64encode(block.png).decode("ascii")
                 size = f' class="small" style="width: {block.width}px"' if block.width else ""
-                lines.append(f'<figure{size}><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
+                lines.append(f'<figure{size}><img src="data:image/png;base64,{data}" '
+                             f'alt="{html.escape(block.caption)}">'
                              f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>")
             else:
                 lines.append(f"<p>{_inline_html(block)}</p>")
@@ -693,7 +725,9 @@ def render_html(title: str, preamble: str, sections: list[Section]) -> str:
 
 
 def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "; ")
+    """One line: a continuation (``± ci``, ``(note)``) joins with a space, other lines with "; "."""
+    lines = text.replace("|", "\\|").split("\n")
+    return lines[0] + "".join(f" {line}" if line.startswith(("±", "(")) else f"; {line}" for line in lines[1:])
 
 
 def render_markdown(title: str, preamble: str, sections: list[Section]) -> str:
@@ -706,7 +740,8 @@ def render_markdown(title: str, preamble: str, sections: list[Section]) -> str:
                 lines.append("|" + " --- |" * len(block.header))
                 lines += ["| " + " | ".join(map(_markdown_cell, row)) + " |" for row in block.rows]
             elif isinstance(block, Figure):
-                lines += [f"![{block.caption}]({block.file_name})", "", f"*{block.caption}*"]
+                lines += [f"![{Path(block.file_name).stem.replace('_', ' ')}]({block.file_name})", "",
+                          f"*{block.caption}*"]
             else:
                 lines.append(block)
             lines.append("")
