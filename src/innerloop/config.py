@@ -145,6 +145,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 50
     inner_steps: list[int] = field(default_factory=list)  # gradient methods: also report these
+    dataset: str | None = None  # another dataset to test on (cross-domain, e.g. fashion-mnist); None: the run's
     calibration_bins: int = 15  # equal-width confidence bins of the ECE and reliability diagram
     interval_levels: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.95])  # regression
 
@@ -359,6 +360,36 @@ def validate(config: Config) -> None:
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
+    _validate_evaluation_dataset(config, spec)
+
+
+def _validate_evaluation_dataset(config: Config, spec: Any) -> None:
+    """``eval.dataset``: a dataset of the same kind of inputs as the training one (cross-domain
+    evaluation), with enough classes and examples for the evaluation episodes in its test split."""
+    name = config.eval.dataset
+    if name is None or name == config.data.dataset:
+        return
+    from innerloop.data import DATASETS
+    from innerloop.errors import TaskError
+    from innerloop.tasks.sampler import check_episode_shape
+
+    _choice("eval.dataset", name, DATASETS)
+    target = DATASETS[name]
+    if (target.kind, target.modality, target.channels) != (spec.kind, spec.modality, spec.channels):
+        raise ConfigError(f"eval.dataset: {name} holds {target.modality} {target.kind} data with "
+                          f"{target.channels} channel(s); the run was trained on {spec.name} "
+                          f"({spec.modality}, {spec.channels} channel(s)): pick a dataset of the same kind")
+    if "test" not in target.splits:
+        raise ConfigError(f"eval.dataset: {name} has no 'test' split (it has {', '.join(target.splits)})")
+    if spec.modality == "image" and config.data.image_size > target.max_image_size:
+        raise ConfigError(f"eval.dataset: {name}'s images are {target.max_image_size} pixels wide, "
+                          f"smaller than the run's data.image_size {config.data.image_size}")
+    evaluation = config.eval
+    try:
+        check_episode_shape("test", target.num_classes("test", (0,)), target.examples_per_class,
+                            evaluation.ways, evaluation.shots, evaluation.queries)
+    except TaskError as error:
+        raise ConfigError(f"eval.ways/shots/queries on eval.dataset {name}: {error}") from None
 
 
 def _validate_images(config: Config, spec: Any) -> None:

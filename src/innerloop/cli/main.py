@@ -3,6 +3,7 @@
     innerloop train CONFIG [--set key=value ...] [--run-dir DIR] [--data-root DIR]
     innerloop eval RUN_DIR [--checkpoint best|last] [--set eval.ways=20 ...] [--data-root DIR]
     innerloop robustness RUN_DIR [--label-noise 0.2 0.4] [--epsilon 0.1] [--pgd-steps 5] [--imbalance 0.4]
+    innerloop out-of-scope RUN_DIR [--oos-queries 15] [--episodes N]   (CLINC150 runs)
     innerloop list
     innerloop bench [suite options]   (the benchmark suite of a source checkout: python -m benchmarks)
     innerloop demo [--data-root DIR] [--run-dir DIR] [--steps N] [--sinusoid-steps N]
@@ -71,7 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
     from innerloop.evaluate.run import evaluate_run
 
     overrides = list(args.set)
-    for flag in ("ways", "shots", "queries", "episodes", "seed"):
+    for flag in ("ways", "shots", "queries", "episodes", "seed", "dataset"):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"eval.{flag}={value}")
@@ -105,6 +106,17 @@ def _robustness(args: argparse.Namespace) -> int:
         imbalance_fractions=chosen(args.imbalance), minority_shots=args.minority_shots)
     report = robustness_run(args.run_dir, settings, args.checkpoint, data_root=args.data_root,
                             overrides=overrides)
+    print(report.markdown())
+    print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
+    return 0
+
+
+def _out_of_scope(args: argparse.Namespace) -> int:
+    from innerloop.evaluate.out_of_scope import out_of_scope_run
+
+    overrides = list(args.set) + ([f"eval.episodes={args.episodes}"] if args.episodes else [])
+    report = out_of_scope_run(args.run_dir, args.checkpoint, data_root=args.data_root,
+                              oos_queries=args.oos_queries, overrides=overrides)
     print(report.markdown())
     print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
     return 0
@@ -215,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--queries", type=int)
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--split", help="dataset split to score on (default: the run's data.test_split)")
+    evaluate.add_argument("--dataset", help="cross-domain: score on this dataset's test split instead, "
+                                            "e.g. fashion-mnist for an Omniglot run")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override an eval.* key")
     evaluate.add_argument("--data-root")
@@ -253,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override an eval.* key, num_threads or inner.eval_steps")
     robustness.add_argument("--data-root")
     robustness.set_defaults(handler=_robustness)
+
+    out_of_scope = commands.add_parser(
+        "out-of-scope", help="CLINC150 runs: in-scope accuracy and out-of-scope recall when the "
+                             "adapted learner may answer 'none of these'")
+    out_of_scope.add_argument("run_dir")
+    out_of_scope.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    out_of_scope.add_argument("--oos-queries", type=int, default=15,
+                              help="out-of-scope utterances added to each episode's queries (default 15)")
+    out_of_scope.add_argument("--episodes", type=int)
+    out_of_scope.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                              help="override an eval.* key")
+    out_of_scope.add_argument("--data-root")
+    out_of_scope.set_defaults(handler=_out_of_scope)
 
     listing = commands.add_parser("list", help="algorithms, backbones, datasets and recipes")
     listing.set_defaults(handler=_list)

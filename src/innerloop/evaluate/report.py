@@ -48,6 +48,7 @@ class EvaluationReport:
     # name -> [mean, ci95] of the predictive's scores (nll, brier, ece; coverage_0.9, ...)
     uncertainty: dict[str, list[float]] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)  # PNG files written next to the report
+    trained_on: str | None = None  # the run's training dataset (differs from ``dataset`` cross-domain)
     # classification: ReliabilityBins.to_dict() of all queries (the reliability diagram's data)
     reliability: dict[str, list] | None = None
 
@@ -64,7 +65,8 @@ class EvaluationReport:
         checkpoint = self.checkpoint.removesuffix(".pt")
         steps = [r.inner_steps for r in self.results if r.inner_steps is not None]
         step_part = f"-steps{'-'.join(map(str, steps))}" if steps else ""
-        return (f"eval-{self.split}-{self.ways}w{self.shots}s{self.queries}q-{checkpoint}-"
+        domain = f"{self.dataset}-" if self.trained_on not in (None, self.dataset) else ""
+        return (f"eval-{domain}{self.split}-{self.ways}w{self.shots}s{self.queries}q-{checkpoint}-"
                 f"{self.episodes}ep-seed{self.seed}{step_part}")
 
     def _format(self, value: float, ci95: float) -> str:
@@ -73,7 +75,8 @@ class EvaluationReport:
     def markdown(self) -> str:
         shape = (f"{self.ways}-way {self.shots}-shot" if self.metric == "accuracy"
                  else f"{self.shots}-shot regression")
-        lines = [f"# {self.method} on {self.dataset} ({self.split}), {shape}", "", "| | |", "| --- | --- |"]
+        shift = f", meta-trained on {self.trained_on}" if self.trained_on not in (None, self.dataset) else ""
+        lines = [f"# {self.method} on {self.dataset} ({self.split}{shift}), {shape}", "", "| | |", "| --- | --- |"]
         for result in self.results:
             where = "" if result.inner_steps is None else f" after {result.inner_steps} inner steps"
             excluded = (f"; {result.non_finite} of {self.episodes} episodes diverged (non-finite "

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from innerloop.algorithms import GradientLearner, MetaLearner
-from innerloop.build import build_learner, build_sampler, load_splits, set_threads
+from innerloop.build import build_learner, build_sampler, load_evaluation_split, set_threads
 from innerloop.build import UserBackbone  # your own backbone module
 from innerloop.config import Config, config_from_dict, without_inapplicable_model_options
 from innerloop.errors import InnerloopError
@@ -36,7 +36,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
             raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
                                  f"'{key}' is fixed by the trained run")
     config, learner, payload, path = load_run(run_dir, checkpoint, overrides, backbone)
-    split = load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
+    split = load_evaluation_split(config, data_root)
     evaluation = config.eval
     sampler = build_sampler(config, split, evaluation.ways, evaluation.shots, evaluation.queries)
     episodes = FixedEpisodes(sampler, evaluation.episodes, evaluation.seed)
@@ -69,7 +69,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     uncertainty = evaluate_uncertainty(learner, episodes, evaluation.batch_size,
                                        evaluation.calibration_bins, tuple(evaluation.interval_levels))
     report = EvaluationReport(
-        method=learner.name, transductive=learner.transductive, dataset=config.data.dataset,
+        method=learner.name, transductive=learner.transductive, dataset=config.eval.dataset or config.data.dataset,
+        trained_on=config.data.dataset,
         split=split.name, ways=evaluation.ways, shots=evaluation.shots, queries=evaluation.queries,
         episodes=evaluation.episodes, seed=evaluation.seed, metric=learner.metric_name,
         results=results, checkpoint=path.name, step=int(payload["step"]),
