@@ -261,6 +261,8 @@ def test_tensors_in_memory_train_and_evaluate_with_the_trainer(tmp_path, registr
               "eval": {"ways": 3, "shots": 1, "queries": 3, "episodes": 30}}
     with pytest.raises(ConfigError, match="data.image_size must be 16 for shapes"):
         config_from_dict({**values, "data": {"dataset": "shapes", "rotations": [0]}})
+    with pytest.raises(ConfigError, match="data.rotations must be a non-empty list of multiples of 90"):
+        config_from_dict({**values, "data": {"dataset": "shapes", "image_size": 16, "rotations": [45]}})
     config = config_from_dict(values)  # with rotations: 4 val classes for 3-way episodes
     result = Trainer(config, tmp_path / "run", progress=False).fit()
     assert result.steps == 12 and result.best_step in (6, 12)

@@ -439,6 +439,13 @@ def _counts_store(names: Sequence[str], counts: Sequence[int]) -> TensorStore:
                        class_names=tuple(names), class_groups=tuple(names))
 
 
+def _config_rotations(config: Any) -> tuple[int, ...] | None:
+    """``data.rotations`` when they are multiples of 90 degrees (else None: the config's own
+    validation names the bad value, and the episode checks wait for a valid one)."""
+    rotations = tuple(config.data.rotations)
+    return rotations if rotations and all(degrees % 90 == 0 for degrees in rotations) else None
+
+
 def _require_root(config: Any, what: str) -> Path:
     if not config.data.root:
         raise ConfigError(f"data.root: {config.data.dataset} reads {what}; set data.root to it "
@@ -452,11 +459,12 @@ def _describe_user_data(config: Any, names: Sequence[str], counts: Sequence[int]
     data = config.data
     try:
         listed = drop_small_classes(_counts_store(names, counts), data.min_examples)
-        rotations = tuple(data.rotations) if modality == "image" else (0,)
-        splits = class_splits(listed, data.class_fractions, seed=data.split_seed, rotations=rotations)
+        rotations = _config_rotations(config) if modality == "image" else (0,)
+        splits = class_splits(listed, data.class_fractions, seed=data.split_seed, rotations=rotations or (0,))
     except DataError as error:
         raise ConfigError(f"data.class_fractions / data.min_examples: {error}") from None
-    check_config_episodes(config, splits, "data.min_examples: {needed}")
+    if rotations is not None:
+        check_config_episodes(config, splits, "data.min_examples: {needed}")
 
     def load_store(root: str | Path | None = None, image_size: int = 0, download: bool = True) -> TensorStore:
         return load()
@@ -536,7 +544,7 @@ def register_dataset(name: str, store: TensorStore, fractions: Sequence[float] =
     images = store.images
     if images.is_floating_point() and images.dim() == 2:
         modality, channels, side = "features", int(images.shape[1]), 0
-    elif images.dim() in (3, 4):
+    elif images.dim() == 4 or (images.dim() == 3 and not images.is_floating_point()):
         height, width = images.shape[-2:]
         if height != width:
             raise DataError(f"register_dataset serves square images (data.image_size is their side); "
@@ -559,13 +567,14 @@ def register_dataset(name: str, store: TensorStore, fractions: Sequence[float] =
         if modality == "image" and data.image_size != side:
             raise ConfigError(f"data.image_size must be {side} for {name} (its images are {side}x{side}), "
                               f"got {data.image_size}")
-        rotations = tuple(data.rotations)
-        if images.is_floating_point() and rotations != (0,):
+        if images.is_floating_point() and tuple(data.rotations) != (0,):
             raise ConfigError(f"data.rotations must be [0] for {name} (float tensors are served as they "
                               f"are; rotations apply to uint8 images), got {list(data.rotations)}")
-        splits = {key: ClassSplit.with_rotations(store, key, value.base_classes, rotations if modality == "image" else (0,))
-                  for key, value in base.items()}
-        check_config_episodes(config, splits, "min_examples={needed} when you build the store")
+        rotations = _config_rotations(config) if modality == "image" else (0,)
+        if rotations is not None:
+            splits = {key: ClassSplit.with_rotations(store, key, value.base_classes, rotations)
+                      for key, value in base.items()}
+            check_config_episodes(config, splits, "min_examples={needed} when you build the store")
         return spec
 
     spec = _described_spec(name, base, channels, side, modality, load, split, describe)
