@@ -201,6 +201,14 @@ def test_pgd_differentiates_through_the_inner_loop_of_maml_trained_first_order(t
     assert learner.order == "first"  # restored after the attack
 
 
+def test_attacking_tasks_one_at_a_time_gives_the_same_support_sets(test_split):
+    batch = omniglot_episodes(test_split, shots=2, count=3)
+    for learner in (tiny_learner("maml", shots=2), tiny_learner("protonet", shots=2)):
+        together = adversarial_support_x(learner, batch, 0.1, 2, 0.05, (0.0, 1.0))
+        one_by_one = adversarial_support_x(learner, batch, 0.1, 2, 0.05, (0.0, 1.0), tasks_per_pass=1)
+        assert torch.equal(together, one_by_one)
+
+
 def test_methods_whose_adaptation_detaches_the_support_set_are_refused_by_name(test_split):
     batch = omniglot_episodes(test_split, shots=2, count=2)
     for algorithm, says in (("imaml", "detached weights"), ("metalstm", "no gradient")):

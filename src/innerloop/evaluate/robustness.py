@@ -43,7 +43,10 @@ Queries are never touched. ``S`` is the support size, ``round`` rounds halves up
   adaptation carries no gradient to the support inputs is refused with an error naming it:
   iMAML (its inner problem is solved on detached weights) and LEO (detached at evaluation) by
   name, any other (a learned optimizer fed detached gradients, metalstm) when the query loss has
-  no gradient, or an exactly zero one, with respect to every support input of a batch.
+  no gradient with respect to the support inputs, or an exactly zero one for a whole batch of
+  tasks. Gradient-based methods are attacked one task at a time (a second-order inner loop
+  keeps a large graph per task); the others a batch at a time. Tasks are independent in
+  evaluation mode, so this changes no number.
 
 Learners see these support sets through the ordinary contract (``support_y`` with any labels in
 any order, any support size): per-class quantities are one-hot sums of ``support_y``
@@ -276,11 +279,20 @@ def differentiable_adaptation(learner: MetaLearner) -> Iterator[None]:
 
 def adversarial_support_x(learner: MetaLearner, episodes: Episodes, epsilon: float, steps: int,
                           step_size: float, valid_range: tuple[float, float] | None,
-                          start: Tensor | None = None) -> Tensor:
+                          start: Tensor | None = None, tasks_per_pass: int | None = None) -> Tensor:
     """PGD on ``episodes.support_x`` (see the module docstring): ``steps`` signed-gradient steps
     of ``step_size`` that raise the learner's query NLL, each projected onto the L∞ ball of
     radius ``epsilon`` around the clean inputs and onto ``valid_range``. ``start``: the first
-    iterate (projected too); default the clean inputs. The learner's mode is left as it is."""
+    iterate (projected too); default the clean inputs. ``tasks_per_pass``: attack the tasks this
+    many at a time (the same numbers: evaluation-mode learners treat tasks independently; a
+    second-order inner loop keeps a large graph per task); default all at once. The learner's
+    mode is left as it is."""
+    if tasks_per_pass is not None and tasks_per_pass < episodes.num_tasks:
+        return torch.cat([
+            adversarial_support_x(learner, episodes.slice(first, first + tasks_per_pass), epsilon, steps,
+                                  step_size, valid_range,
+                                  None if start is None else start[first:first + tasks_per_pass])
+            for first in range(0, episodes.num_tasks, tasks_per_pass)])
     clean = episodes.support_x.detach()
 
     def project(inputs: Tensor) -> Tensor:
@@ -295,7 +307,9 @@ def adversarial_support_x(learner: MetaLearner, episodes: Episodes, epsilon: flo
             gradient = None
             if loss.requires_grad:
                 (gradient,) = torch.autograd.grad(loss, adversarial, allow_unused=True)
-            if gradient is None or not bool(gradient.any()):
+            # no gradient at all, or none for a whole batch of tasks (a single saturated task may
+            # have an exactly zero one and then stays where it is)
+            if gradient is None or (episodes.num_tasks > 1 and not bool(gradient.any())):
                 raise InnerloopError(
                     f"{learner.name}'s adaptation is not differentiable with respect to the support "
                     f"inputs: its query loss has {'no' if gradient is None else 'an exactly zero'} "
@@ -345,8 +359,13 @@ class AdversarialSupport:
                 (2 * torch.rand(episodes.support_x.shape[1:], generator=torch.Generator().manual_seed(
                     derived_seed(seed, self.condition, first_episode + t))) - 1) * self.epsilon
                 for t in range(episodes.num_tasks)]).to(episodes.support_x)
+        from innerloop.algorithms.optimization.gradient_learner import GradientLearner
+
+        # an inner loop differentiated second order keeps ~150 MB of graph per Conv-4 task: one at a time
+        inner_loops = any(isinstance(module, GradientLearner) for module in learner.modules())
         support_x = adversarial_support_x(learner, episodes, self.epsilon, self.steps,
-                                          self.effective_step_size, self.valid_range, start)
+                                          self.effective_step_size, self.valid_range, start,
+                                          tasks_per_pass=1 if inner_loops else None)
         return dataclasses.replace(episodes, support_x=support_x)
 
 
