@@ -129,6 +129,8 @@ def test_cross_domain_settings_are_checked():
         config_from_dict({**base, "eval": {"dataset": "banking77"}})
     with pytest.raises(ConfigError, match="eval.dataset"):
         config_from_dict({**base, "eval": {"dataset": "mnist"}})
+    with pytest.raises(ConfigError, match="image-folder is your own data"):
+        config_from_dict({**base, "eval": {"dataset": "image-folder"}})
     with pytest.raises(ConfigError, match="28 pixels wide"):
         config_from_dict({**base, "data": {"dataset": "omniglot", "image_size": 84},
                           "eval": {"dataset": "fashion-mnist"}})

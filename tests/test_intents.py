@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
+from innerloop.data import intent_download
 from innerloop.data.intents import (OUT_OF_SCOPE, intent_class_split, intent_store, read_banking77,
                                     read_clinc150, read_hwu64)
 from innerloop.data.store import ClassSplit
@@ -134,3 +135,38 @@ def test_residual_mlp_starts_as_the_identity_and_learns():
     optimizer = torch.optim.SGD(adapter.parameters(), lr=0.1)
     optimizer.step()
     assert adapter(features).pow(2).sum() < loss  # the zero-initialized last layer gets a gradient
+
+
+def test_downloader_fetches_every_file_into_the_readers_layout(tmp_path, intent_data_root, monkeypatch):
+    # the published sources, served from the shared copies (byte-identical to them, per the MANIFESTs)
+    source = f"file://{intent_data_root}"
+    monkeypatch.setattr(intent_download, "CLINC150_BASE", f"{source}/clinc150")
+    monkeypatch.setattr(intent_download, "BANKING77_BASE", f"{source}/banking77")
+    mirror = intent_data_root / "hwu64"  # the official repository's fold-1 layout, rebuilt here
+    hwu_source = tmp_path / "hwu-mirror"
+    for split, remote in (("train", "trainset"), ("test", "testset/csv")):
+        (hwu_source / remote).mkdir(parents=True)
+        for path in (mirror / split).glob("*.csv"):
+            (hwu_source / remote / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(intent_download, "HWU64_BASE", f"file://{hwu_source}")
+    root = tmp_path / "root"
+    for name in ("clinc150", "banking77", "hwu64"):
+        folder = intent_download.ensure_intent_files(name, root)
+        assert folder == root / name
+    assert len(read_clinc150("test", root, out_of_scope=True)) == 4500 + 1000
+    assert len(read_banking77("train", root)) == 10003
+    assert len(read_hwu64("test", root)) == 1076
+    assert intent_download.ensure_intent_files("banking77", root, download=False) == root / "banking77"
+
+    (root / "banking77" / "test.csv").unlink()
+    monkeypatch.setattr(intent_download, "BANKING77_BASE", f"file://{tmp_path}/offline")
+    with pytest.raises(DataError, match="download of .* failed.*Put the official files in"):
+        intent_download.ensure_intent_files("banking77", root)
+    with pytest.raises(DataError, match="missing .* download is off"):
+        intent_download.ensure_intent_files("banking77", root, download=False)
+    (tmp_path / "altered").mkdir()
+    (tmp_path / "altered" / "test.csv").write_text("text,category\n")
+    monkeypatch.setattr(intent_download, "BANKING77_BASE", f"file://{tmp_path}/altered")
+    with pytest.raises(DataError, match="md5"):
+        intent_download.ensure_intent_files("banking77", root)
+    assert not (root / "banking77" / "test.csv").exists()

@@ -375,6 +375,9 @@ def _validate_evaluation_dataset(config: Config, spec: Any) -> None:
 
     _choice("eval.dataset", name, DATASETS)
     target = DATASETS[name]
+    if target.describe is not None:  # image-folder, csv-text, registered data: read from data.root
+        raise ConfigError(f"eval.dataset: {name} is your own data, which a run reads from its own "
+                          f"data.root; to test on it, train (or evaluate) a run whose data.dataset is {name}")
     if (target.kind, target.modality, target.channels) != (spec.kind, spec.modality, spec.channels):
         raise ConfigError(f"eval.dataset: {name} holds {target.modality} {target.kind} data with "
                           f"{target.channels} channel(s); the run was trained on {spec.name} "

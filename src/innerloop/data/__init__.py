@@ -98,7 +98,7 @@ def intent_dataset(name: str, dataset: str, scheme: str) -> DatasetSpec:
     (:func:`innerloop.data.intents.intent_class_split`; ``scheme = "groups"``: cross-domain)."""
 
     def load(root: str | Path | None = None, image_size: int = 0, download: bool = True) -> TensorStore:
-        return intents.intent_store(dataset, root)
+        return intents.intent_store(dataset, root, download=download)
 
     def split(store: TensorStore, split_name: str, rotations: tuple[int, ...] = (0,)) -> ClassSplit:
         if tuple(rotations) != (0,):

@@ -198,13 +198,15 @@ SPLIT_SCHEMES = ("classes", "groups")
 
 
 def intent_store(dataset: str, root: str | Path | None = None,
-                 embed: Callable[[list[str], str], Tensor] | None = None) -> TensorStore:
+                 embed: Callable[[list[str], str], Tensor] | None = None, download: bool = False) -> TensorStore:
     """Every in-scope utterance of ``dataset`` (all its files' splits), embedded and grouped by
     label: a :class:`TensorStore` whose rows are float feature vectors ``[N, D]``.
 
     ``embed(texts, key)`` embeds a list of texts (default: the frozen MiniLM encoder with its
     on-disk cache, :func:`innerloop.nn.sentence_encoder.cached_embeddings`). Class splits are
-    disjoint in labels, so pooling a dataset's official train and test utterances is safe.
+    disjoint in labels, so pooling a dataset's official train and test utterances is safe. With
+    ``download``, missing files are first fetched from the published sources
+    (:mod:`innerloop.data.intent_download`).
     """
     if dataset not in INTENT_READERS:
         raise ValueError(f"unknown intent dataset '{dataset}'; choose one of {', '.join(INTENT_READERS)}")
@@ -214,6 +216,10 @@ def intent_store(dataset: str, root: str | Path | None = None,
         def embed(texts: list[str], key: str) -> Tensor:
             return cached_embeddings(texts, key)
 
+    if download:
+        from innerloop.data.intent_download import ensure_intent_files
+
+        ensure_intent_files(dataset, root)
     splits = CLINC150_SPLITS if dataset == "clinc150" else ("train", "test")
     corpora = [INTENT_READERS[dataset](split, root) for split in splits]
     texts = [text for corpus in corpora for text in corpus.texts]
