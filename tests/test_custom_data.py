@@ -29,6 +29,7 @@ from innerloop.nn.stepwise_batch_norm import StepwiseTaskBatchNorm
 from innerloop.nn.task_batch_norm import TaskBatchNorm
 from innerloop.tasks import EpisodeSampler
 from innerloop.train.trainer import Trainer
+from tests.test_readme import readme_code
 
 GRAY = {"apple": 20, "banana": 60, "cherry": 100, "date": 140, "elder": 180, "fig": 220}  # class → pixel value
 
@@ -444,56 +445,13 @@ def test_image_folder_recipe_trains_from_the_command_line(tmp_path, capsys):
         config_from_dict({"data": {"grayscale": True}})
 
 
-README_EXAMPLE = '''\
-import torch
-from torch import nn
-
-from innerloop.config import config_from_dict
-from innerloop.data.custom import in_memory, register_dataset
-from innerloop.evaluate.run import evaluate_run
-from innerloop.train.trainer import Trainer
-
-# Your data: here 30 classes of 20 grayscale 28x28 images, uint8 [N, H, W], labels [N].
-# (A folder of class sub-folders instead: image_folder("path/to/images", image_size=28, grayscale=True).)
-generator = torch.Generator().manual_seed(0)
-class_patterns = torch.rand(30, 1, 28, 28, generator=generator)
-noise = torch.rand(600, 1, 28, 28, generator=generator)
-images = ((0.6 * class_patterns.repeat_interleave(20, dim=0) + 0.4 * noise) * 255).to(torch.uint8)
-labels = torch.arange(30).repeat_interleave(20)
-register_dataset("my-images", in_memory(images, labels), fractions=(0.6, 0.2), seed=0)  # 18/6/6 classes
-
-
-class SmallConvNet(nn.Module):  # your backbone: any module that maps [B, C, H, W] to [B, D]
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-            nn.Flatten())  # [B, 32]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images)
-
-
-config = config_from_dict({
-    "name": "my-images-maml",
-    "data": {"dataset": "my-images", "image_size": 28, "rotations": [0]},
-    "model": {"algorithm": "maml", "backbone": "custom"},
-    "inner": {"steps": 1, "lr": 0.4},
-    "train": {"steps": 40, "ways": 5, "shots": 1, "queries": 5, "meta_batch_size": 4,
-              "log_every": 10, "val_every": 20, "val_episodes": 40, "checkpoint_every": 20},
-    "eval": {"ways": 5, "shots": 1, "queries": 5, "episodes": 100},
-})
-result = Trainer(config, "runs/my-images-maml", backbone=SmallConvNet()).fit()
-report = evaluate_run("runs/my-images-maml", backbone=SmallConvNet())  # the test classes
-print(report.markdown())
-'''
 
 
 def test_readme_bring_your_own_data_example_runs(tmp_path, monkeypatch, registry, capsys):
     """The README's example as written, with fewer steps and episodes."""
     monkeypatch.chdir(tmp_path)
-    shortened = (README_EXAMPLE.replace('"steps": 40', '"steps": 8').replace('"val_every": 20', '"val_every": 4')
+    code = readme_code(r"### Bring your own data and model", "bring-your-own-data example")
+    shortened = (code.replace('"steps": 40', '"steps": 8').replace('"val_every": 20', '"val_every": 4')
                  .replace('"checkpoint_every": 20', '"checkpoint_every": 4').replace('"episodes": 100', '"episodes": 20')
                  .replace('"val_episodes": 40', '"val_episodes": 10'))
     assert shortened.count('": 8') == 1 and shortened.count('": 4,') == 2  # the knobs are still there
