@@ -1,6 +1,6 @@
-"""Few-shot intent classification on frozen all-MiniLM-L6-v2 embeddings: ProtoNet, ANIL and MAML
-heads meta-trained on each intent dataset, 5-way 1-shot and 5-shot, with 95% intervals; for
-CLINC150 also out-of-scope detection.
+"""Few-shot intent classification on frozen all-MiniLM-L6-v2 embeddings: ProtoNet, ANIL, MAML and
+R2-D2 (closed-form ridge) heads meta-trained on each intent dataset, 5-way 1-shot and 5-shot,
+with 95% intervals; for CLINC150 also out-of-scope detection.
 
 For each method the recipe ``configs/text/<method>-banking77-5w1s.yaml`` is trained on every
 setting with only the dataset, the shots and the run name changed: CLINC150 (in-domain class
@@ -10,7 +10,7 @@ episodes (15 queries per class); CLINC150 runs are also scored with 15 out-of-sc
 episode (:mod:`innerloop.evaluate.out_of_scope`). A run folder that already holds a finished
 training is evaluated again without retraining.
 
-    python -m benchmarks.intent_fewshot [--methods protonet anil maml] [--datasets ...] [--shots 1 5]
+    python -m benchmarks.intent_fewshot [--methods protonet anil maml r2d2] [--datasets ...] [--shots 1 5]
         [--runs runs/text] [--json benchmarks/results/intent_fewshot.json]
 """
 
@@ -27,7 +27,7 @@ from innerloop.evaluate.run import evaluate_run
 from innerloop.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("protonet", "anil", "maml")
+METHODS = ("protonet", "anil", "maml", "r2d2")
 DATASETS = ("clinc150", "clinc150-cross-domain", "banking77", "hwu64")
 
 

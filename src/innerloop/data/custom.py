@@ -49,7 +49,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from innerloop.data.paths import store_cache_dir
-from innerloop.data.store import ClassSplit, TensorStore
+from innerloop.data.store import ClassSplit, TensorStore, cached_store
 from innerloop.errors import ConfigError, DataError, TaskError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -178,23 +178,13 @@ def image_folder(root: str | Path, image_size: int = 28, grayscale: bool = False
     are left out."""
     _check_image_size(image_size)
     listing = list_image_folder(root)
-    path = store_cache_dir() / f"image-folder-{folder_cache_key(listing, image_size, grayscale)}.pt"
-    store = None
-    if cache and path.is_file():
-        try:
-            store = TensorStore.load(path)
-        except Exception:  # a damaged cache or one from another version: decode again
-            path.unlink(missing_ok=True)
-    if store is None:
+    def decode() -> TensorStore:
         images = np.stack([decode_image(file, image_size, grayscale) for files in listing.files for file in files])
         label_ids = torch.repeat_interleave(torch.arange(len(listing.class_names)), torch.tensor(listing.counts))
-        store = grouped_store(torch.from_numpy(images), label_ids, listing.class_names)
-        if cache:
-            try:
-                store.save(path)
-            except OSError:
-                pass  # an unwritable cache only costs the next run a decode
-    return drop_small_classes(store, min_examples)
+        return grouped_store(torch.from_numpy(images), label_ids, listing.class_names)
+
+    path = store_cache_dir() / f"image-folder-{folder_cache_key(listing, image_size, grayscale)}.pt"
+    return drop_small_classes(cached_store(path, decode, use_cache=cache), min_examples)
 
 
 # -- a CSV of (text, label) rows ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from PIL import Image
 
 from innerloop.data.download import DownloadFailed, fetch
 from innerloop.data.paths import resolve_data_root, store_cache_dir
-from innerloop.data.store import ClassSplit, TensorStore
+from innerloop.data.store import ClassSplit, TensorStore, cached_store
 from innerloop.errors import DataError
 
 FOLDER = "fashion-mnist"
@@ -139,18 +139,8 @@ def load_fashion_mnist(root: str | Path | None = None, image_size: int = SIDE,
     if not 1 <= image_size <= 105:
         raise DataError(f"image_size must be in 1..105, got {image_size}")
     paths = locate_files(root, download=download)
-    cache = store_cache_dir() / f"fashion-mnist-{_content_key(paths, image_size)}.pt"
-    if cache.is_file():
-        try:
-            return TensorStore.load(cache)
-        except Exception:  # a cache from another version or a damaged file: decode again
-            cache.unlink(missing_ok=True)
-    store = decode_files(paths, image_size)
-    try:
-        store.save(cache)
-    except OSError:
-        pass  # an unwritable cache only costs the next run a decode
-    return store
+    return cached_store(store_cache_dir() / f"fashion-mnist-{_content_key(paths, image_size)}.pt",
+                        lambda: decode_files(paths, image_size))
 
 
 def fashion_mnist_split(store: TensorStore, split: str, rotations: tuple[int, ...] = (0,)) -> ClassSplit:

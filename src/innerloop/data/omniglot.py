@@ -46,7 +46,7 @@ from PIL import Image
 
 from innerloop.data.download import DownloadFailed, fetch
 from innerloop.data.paths import resolve_data_root, store_cache_dir
-from innerloop.data.store import ClassSplit, TensorStore
+from innerloop.data.store import ClassSplit, TensorStore, cached_store
 from innerloop.errors import DataError
 
 ARCHIVE_NAMES = ("images_background", "images_evaluation")
@@ -237,18 +237,8 @@ def load_omniglot(root: str | Path | None = None, image_size: int = 28,
     if image_size < 1 or image_size > 105:
         raise DataError(f"image_size must be in 1..105 (the drawings are 105x105), got {image_size}")
     paths = locate_archives(root, download=download)
-    cache = store_cache_dir() / f"omniglot-{content_key(paths, image_size)}.pt"
-    if cache.is_file():
-        try:
-            return TensorStore.load(cache)
-        except Exception:  # a cache from another version or a damaged file: decode again
-            cache.unlink(missing_ok=True)
-    store = decode_archives(paths, image_size=image_size)
-    try:
-        store.save(cache)
-    except OSError:
-        pass  # an unwritable cache only costs the next run a decode
-    return store
+    return cached_store(store_cache_dir() / f"omniglot-{content_key(paths, image_size)}.pt",
+                        lambda: decode_archives(paths, image_size=image_size))
 
 
 def few_shot_character_order(seed: int = SPLIT_SEED) -> list[int]:

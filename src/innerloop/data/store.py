@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,24 @@ class TensorStore:
             class_names=tuple(payload["class_names"]),
             class_groups=tuple(payload["class_groups"]),
         )
+
+
+def cached_store(path: Path, decode: Callable[[], TensorStore], use_cache: bool = True) -> TensorStore:
+    """The store cached at ``path``, else ``decode()`` saved there: a damaged cache or one from
+    another format version is decoded again, and an unwritable cache only costs the next run a
+    decode."""
+    if use_cache and path.is_file():
+        try:
+            return TensorStore.load(path)
+        except Exception:  # a cache from another version or a damaged file: decode again
+            path.unlink(missing_ok=True)
+    store = decode()
+    if use_cache:
+        try:
+            store.save(path)
+        except OSError:
+            pass
+    return store
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
