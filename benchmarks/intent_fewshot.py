@@ -12,6 +12,7 @@ training is evaluated again without retraining.
 
     python -m benchmarks.intent_fewshot [--methods protonet anil maml r2d2] [--datasets ...] [--shots 1 5]
         [--runs runs/text] [--json benchmarks/results/intent_fewshot.json]
+    python -m benchmarks.intent_fewshot --table --json benchmarks/results/intent_fewshot.json
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ def run_setting(method: str, dataset: str, shots: int, runs: Path, num_threads: 
     return row
 
 
+LABELS = {"clinc150": "CLINC150", "clinc150-cross-domain": "CLINC150 cross-domain", "banking77": "BANKING77",
+          "hwu64": "HWU64"}
+METHOD_LABELS = {"protonet": "ProtoNet", "anil": "ANIL head", "maml": "MAML", "r2d2": "R2-D2 head"}
+
+
+def markdown_tables(results: list[dict], baselines: list[dict]) -> str:
+    """The README's tables: accuracy per method and setting next to the frozen nearest
+    prototype, then CLINC150's out-of-scope scores."""
+    frozen = {(("clinc150-cross-domain" if row["split"] == "cross-domain" else row["dataset"]), row["shots"]):
+              row for row in baselines}
+    found = {(row["method"], row["dataset"], row["shots"]): row for row in results}
+    datasets = [d for d in DATASETS if any(key[1] == d for key in found)]
+    columns = [(d, shots) for d in datasets for shots in (1, 5)]
+
+    def cell(row: dict | None) -> str:
+        return "—" if row is None else f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}"
+
+    lines = ["| method | " + " | ".join(f"{LABELS[d]} {shots}-shot" for d, shots in columns) + " |",
+             "| --- |" + " ---: |" * len(columns),
+             "| nearest prototype, frozen (no training) | " + " | ".join(cell(frozen.get(c)) for c in columns) + " |"]
+    for method in METHODS:
+        if any(key[0] == method for key in found):
+            lines.append(f"| {METHOD_LABELS[method]} | "
+                         + " | ".join(cell(found.get((method, *c))) for c in columns) + " |")
+    oos = [row for row in results if "out_of_scope" in row]
+    if oos:
+        lines += ["", "| method, CLINC150 split | shots | in-scope accuracy | out-of-scope recall | "
+                      "accuracy without rejection | AUROC | threshold |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in sorted(oos, key=lambda r: (METHODS.index(r["method"]), r["dataset"], r["shots"])):
+            scores = row["out_of_scope"]
+            lines.append(f"| {METHOD_LABELS[row['method']]}, {LABELS[row['dataset']]} | {row['shots']} | "
+                         + " | ".join(f"{100 * scores[k][0]:.2f} ± {100 * scores[k][1]:.2f}"
+                                      for k in ("in_scope_accuracy", "out_of_scope_recall",
+                                                "accuracy_without_rejection", "auroc"))
+                         + f" | {scores['threshold']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -63,7 +102,14 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/text", help="folder of the run folders")
     parser.add_argument("--num-threads", type=int, default=2)
     parser.add_argument("--json", help="write (merge) the results here")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the Markdown tables of --json (and intent_baselines.json beside it)")
     args = parser.parse_args()
+    if args.table:
+        results = json.loads(Path(args.json).read_text())["results"]
+        baselines = json.loads((Path(args.json).parent / "intent_baselines.json").read_text())["results"]
+        print(markdown_tables(results, baselines))
+        return
     rows = [run_setting(method, dataset, shots, Path(args.runs), args.num_threads)
             for method in args.methods for dataset in args.datasets for shots in args.shots]
     if args.json:
