@@ -25,7 +25,7 @@ from pathlib import Path
 from innerloop.config import load_config
 from innerloop.evaluate.out_of_scope import OUT_OF_SCOPE_DATASETS, out_of_scope_run
 from innerloop.evaluate.run import evaluate_run
-from innerloop.train import Trainer
+from innerloop.train import Trainer, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("protonet", "anil", "maml", "r2d2")
@@ -42,12 +42,13 @@ def run_setting(method: str, dataset: str, shots: int, runs: Path, num_threads: 
                  f"num_threads={num_threads}"]
     config = load_config(recipe(method), overrides)
     run_dir = runs / name
+    finished = (run_dir / "last.pt").is_file() and load_checkpoint(run_dir / "last.pt")["step"] >= config.train.steps
     start = time.perf_counter()
     result = Trainer(config, run_dir, progress=False).fit()
-    seconds = time.perf_counter() - start
+    seconds = None if finished else round(time.perf_counter() - start, 1)  # None: trained before
     report = evaluate_run(run_dir, "best")
     row = {"method": method, "dataset": dataset, "shots": shots, "accuracy": report.mean, "ci95": report.ci95,
-           "best_step": result.best_step, "steps": result.steps, "train_seconds": round(seconds, 1),
+           "best_step": result.best_step, "steps": result.steps, "train_seconds": seconds,
            "run_dir": str(run_dir), "recipe": str(recipe(method).relative_to(REPO))}
     if dataset in OUT_OF_SCOPE_DATASETS:
         oos = out_of_scope_run(run_dir, "best")
@@ -106,6 +107,8 @@ def main() -> None:
                         help="only print the Markdown tables of --json (and intent_baselines.json beside it)")
     args = parser.parse_args()
     if args.table:
+        if not args.json:
+            parser.error("--table reads the results of --json FILE")
         results = json.loads(Path(args.json).read_text())["results"]
         baselines = json.loads((Path(args.json).parent / "intent_baselines.json").read_text())["results"]
         print(markdown_tables(results, baselines))
@@ -115,8 +118,12 @@ def main() -> None:
     if args.json:
         path = Path(args.json)
         previous = json.loads(path.read_text())["results"] if path.is_file() else []
-        keep = [row for row in previous
-                if (row["method"], row["dataset"], row["shots"]) not in {(r["method"], r["dataset"], r["shots"]) for r in rows}]
+        key = lambda row: (row["method"], row["dataset"], row["shots"])  # noqa: E731
+        earlier = {key(row): row for row in previous}
+        for row in rows:  # a run evaluated again keeps the training time measured when it trained
+            if row["train_seconds"] is None and key(row) in earlier:
+                row["train_seconds"] = earlier[key(row)]["train_seconds"]
+        keep = [row for row in previous if key(row) not in {key(r) for r in rows}]
         path.write_text(json.dumps({"benchmark": "intent_fewshot", "encoder": "all-MiniLM-L6-v2 (frozen)",
                                     "episodes": 600, "queries_per_class": 15, "date": time.strftime("%Y-%m-%d"),
                                     "results": keep + rows}, indent=2) + "\n")

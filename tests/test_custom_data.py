@@ -299,6 +299,8 @@ def test_in_memory_checks_say_what_is_wrong():
         in_memory(torch.full((4, 3), math.nan), [0, 0, 1, 1])
     store = in_memory(np.arange(12, dtype=np.float32).reshape(4, 3), ["dog", "cat", "dog", "cat"])
     assert store.class_names == ("cat", "dog") and store.images[:, 0].tolist() == [3.0, 9.0, 0.0, 6.0]
+    same = in_memory(np.arange(12, dtype=np.float32).reshape(4, 3), np.array(["dog", "cat", "dog", "cat"]))
+    assert same.class_names == store.class_names and torch.equal(same.images, store.images)
 
 
 class TwoLayerConvNet(nn.Module):
@@ -383,6 +385,31 @@ def test_a_user_module_is_the_backbone_of_every_method_that_takes_one(algorithm,
     assert (after - before).abs().max() > 1e-4
 
 
+class FlattenByView(nn.Module):
+    """A backbone written the common way: ``view`` assumes contiguous NCHW activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(images))
+        return features.view(features.size(0), -1)
+
+
+def test_a_module_that_flattens_with_view_trains_under_the_default_channels_last(coded_images, registry):
+    register_dataset("coded", coded_images)
+    config = config_from_dict({"data": {"dataset": "coded", "image_size": 16, "rotations": [0]},
+                               "model": {"algorithm": "protonet", "backbone": "custom"},
+                               "train": {"ways": 3, "shots": 1, "queries": 2}, "eval": {"ways": 3, "shots": 1, "queries": 2}})
+    assert config.train.channels_last  # the library's own models run NHWC; a user module keeps its layout
+    learner = build_learner(config, backbone=FlattenByView())
+    sampler = build_sampler(config, load_splits(config, None, ["train"])["train"], 3, 1, 2)
+    loss, _ = learner.meta_loss(sampler.sample(2, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert learner.backbone.conv.weight.grad is not None and learner.backbone.conv.weight.is_contiguous()
+
+
 def test_backbone_checks_and_methods_without_one(coded_images, registry):
     register_dataset("coded", coded_images)
     values = {"data": {"dataset": "coded", "image_size": 16, "rotations": [0]},
@@ -400,7 +427,7 @@ def test_backbone_checks_and_methods_without_one(coded_images, registry):
         build_learner(config, backbone=declared)
     with pytest.raises(ConfigError, match="model.backbone: set it to custom"):
         build_learner(config_from_dict({**values, "model": {"algorithm": "protonet"}}), backbone=TwoLayerConvNet())
-    with pytest.raises(ConfigError, match="model.backbone: set it to custom"):
+    with pytest.raises(ConfigError, match="model.backbone is custom: this run's backbone is your own module"):
         build_learner(config)
     ensemble = config_from_dict({**values, "model": {"algorithm": "protonet", "backbone": "custom", "ensemble": 2}})
     with pytest.raises(ConfigError, match="pass a function that builds your module"):

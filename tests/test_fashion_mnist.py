@@ -131,6 +131,15 @@ def test_cross_domain_settings_are_checked():
         config_from_dict({**base, "eval": {"dataset": "mnist"}})
     with pytest.raises(ConfigError, match="image-folder is your own data"):
         config_from_dict({**base, "eval": {"dataset": "image-folder"}})
+    # 30 queries per class fit Fashion-MNIST, not Omniglot's 20 drawings: only eval.dataset's test split counts
+    assert config_from_dict({**base, "eval": {"dataset": "fashion-mnist", "shots": 1, "queries": 15}})
+    with pytest.raises(ConfigError, match="split the same corpus differently"):
+        config_from_dict({"data": {"dataset": "clinc150", "rotations": [0]},
+                          "model": {"algorithm": "protonet", "backbone": "mlp"},
+                          "eval": {"dataset": "clinc150-cross-domain"}})
+    with pytest.raises(ConfigError, match="eval.dataset"):  # regression runs are checked too
+        config_from_dict({"data": {"dataset": "sinusoid"}, "model": {"algorithm": "maml", "backbone": "mlp"},
+                          "eval": {"dataset": "no-such-data"}})
     with pytest.raises(ConfigError, match="28 pixels wide"):
         config_from_dict({**base, "data": {"dataset": "omniglot", "image_size": 84},
                           "eval": {"dataset": "fashion-mnist"}})

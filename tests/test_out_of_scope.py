@@ -12,8 +12,9 @@ import torch
 from innerloop.cli import main
 from innerloop.errors import InnerloopError
 from innerloop.evaluate import out_of_scope
-from innerloop.evaluate.out_of_scope import (best_threshold, episode_auroc, out_of_scope_pool,
-                                             rejection_scores, with_out_of_scope_queries)
+from innerloop.evaluate.out_of_scope import (best_threshold, episode_auroc, finite_episodes,
+                                             out_of_scope_pool, out_of_scope_queries, rejection_scores)
+from innerloop.evaluate.run import evaluate_run
 from innerloop.tasks.episodes import Episodes
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "configs" / "text" / "anil-banking77-5w1s.yaml")
@@ -26,17 +27,28 @@ def small_batch(tasks: int = 2, ways: int = 3, queries: int = 2, features: int =
                     torch.arange(ways).repeat(tasks, 1))
 
 
-def test_out_of_scope_queries_are_appended_from_the_pool_without_repeats():
+def test_out_of_scope_queries_follow_the_support_set_drawn_from_the_pool_without_repeats():
     batch, pool = small_batch(), torch.arange(40.0).view(10, 4)
-    extended, mask = with_out_of_scope_queries(batch, pool, 5, torch.Generator().manual_seed(0))
-    assert extended.query_x.shape == (2, 11, 4) and mask.shape == (2, 11)
-    assert torch.equal(extended.query_x[:, :6], batch.query_x) and torch.equal(extended.support_x, batch.support_x)
-    assert mask[:, 6:].all() and not mask[:, :6].any()
+    outside = out_of_scope_queries(batch, pool, 5, torch.Generator().manual_seed(0))
+    assert outside.query_x.shape == (2, 5, 4) and torch.equal(outside.support_x, batch.support_x)
+    assert torch.equal(outside.support_y, batch.support_y) and not outside.query_y.any()
     for task in range(2):
-        rows = extended.query_x[task, 6:, 0] / 4  # row index in the pool
+        rows = outside.query_x[task, :, 0] / 4  # row index in the pool
         assert len(set(rows.tolist())) == 5 and all(r.is_integer() and 0 <= r < 10 for r in rows.tolist())
-    again, _ = with_out_of_scope_queries(batch, pool, 5, torch.Generator().manual_seed(0))
-    assert torch.equal(again.query_x, extended.query_x)
+    again = out_of_scope_queries(batch, pool, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(again.query_x, outside.query_x)
+    with pytest.raises(InnerloopError, match=r"oos_queries must be in 1..10"):
+        out_of_scope_queries(batch, pool, 11, torch.Generator())
+
+
+def test_episodes_with_non_finite_confidences_are_left_out():
+    confidence = torch.tensor([[0.9, 0.2], [float("nan"), 0.5], [0.8, 0.1]], dtype=torch.float64)
+    correct = torch.tensor([[True, False], [True, False], [False, False]])
+    is_oos = torch.tensor([[False, True]] * 3)
+    (kept, kept_correct, kept_oos), dropped = finite_episodes(confidence, correct, is_oos)
+    assert dropped == 1 and torch.equal(kept, confidence[[0, 2]]) and torch.equal(kept_correct, correct[[0, 2]])
+    with pytest.raises(ValueError, match="non-finite"):
+        best_threshold(confidence, correct, is_oos)
 
 
 def test_scores_match_hand_counts():
@@ -81,7 +93,8 @@ def test_command_on_a_small_clinc150_run_and_refusal_elsewhere(tmp_path, intent_
     report = json.loads((run_dir / "out-of-scope-test-5w1s15q10oos-best-40ep-seed0.json").read_text())
     scores = report["scores"]
     assert set(scores) == {"in_scope_accuracy", "out_of_scope_recall", "accuracy_without_rejection", "auroc"}
-    assert scores["in_scope_accuracy"][0] <= scores["accuracy_without_rejection"][0]  # rejection only removes
+    # the in-scope queries are scored exactly as innerloop eval scores them, on the same episodes
+    assert scores["accuracy_without_rejection"][0] == pytest.approx(evaluate_run(run_dir).mean, abs=1e-12)
     assert 0.5 < scores["auroc"][0] <= 1  # confidence separates in- from out-of-scope better than chance
     assert 0 < report["threshold"] < 1
     assert "out of scope recall" in capsys.readouterr().out
@@ -92,3 +105,5 @@ def test_command_on_a_small_clinc150_run_and_refusal_elsewhere(tmp_path, intent_
                  *[p for s in settings for p in ("--set", s)]]) == 0
     with pytest.raises(InnerloopError, match="was trained on banking77"):
         out_of_scope.out_of_scope_run(other)
+    with pytest.raises(InnerloopError, match="'data.val_split' is fixed by the trained run"):
+        out_of_scope.out_of_scope_run(run_dir, overrides=["data.val_split=test"])

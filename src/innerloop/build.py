@@ -72,9 +72,14 @@ def build_learner(config: Config, backbone: UserBackbone | None = None) -> MetaL
     builds one (called after seeding, once per ensemble member), prepared by
     :func:`~innerloop.nn.custom_backbone.prepare_backbone`.
 
-    With ``train.channels_last`` image models take their inputs and weights in the NHWC memory
-    layout (same numbers up to floating-point summation order, faster convolutions on CPU).
+    With ``train.channels_last`` the library's image models take their inputs and weights in the
+    NHWC memory layout (same numbers up to floating-point summation order, faster convolutions on
+    CPU); your own module keeps its layout (its ``view`` calls may assume contiguous NCHW).
     """
+    if backbone is None and config.model.backbone == "custom":
+        raise ConfigError("model.backbone is custom: this run's backbone is your own module, which a "
+                          "config cannot rebuild; pass it from Python (backbone=MyNet() to build_learner, "
+                          "Trainer, evaluate_run or out_of_scope_run)")
     if (backbone is not None) != (config.model.backbone == "custom"):
         raise ConfigError("model.backbone: set it to custom when you pass your own module as backbone= "
                           "(the run's config then records it), and pass backbone= only then "
@@ -88,7 +93,8 @@ def build_learner(config: Config, backbone: UserBackbone | None = None) -> MetaL
     if len(members) > 1:
         learner = DeepEnsemble(members)
         torch.manual_seed(config.seed)  # torch's stream in training does not depend on M
-    if config.train.channels_last and DATASETS[config.data.dataset].kind == "classification":
+    if (config.train.channels_last and DATASETS[config.data.dataset].kind == "classification"
+            and config.model.backbone != "custom"):
         learner = learner.to(memory_format=torch.channels_last)
     return learner
 
@@ -138,8 +144,11 @@ def load_evaluation_split(config: Config, data_root: str | Path | None) -> Any:
     if config.eval.dataset in (None, config.data.dataset):
         return load_splits(config, data_root, [config.data.test_split])[config.data.test_split]
     spec = DATASETS[config.eval.dataset]
-    store = spec.load(data_root or config.data.root, image_size=config.data.image_size,
-                      download=config.data.download)
+    # a run on your own data has its folder or CSV as data.root: never look for (or download)
+    # the evaluation dataset there
+    own_data = DATASETS[config.data.dataset].describe is not None
+    root = data_root or (None if own_data else config.data.root)
+    store = spec.load(root, image_size=config.data.image_size, download=config.data.download)
     return spec.split(store, "test", rotations=(0,))
 
 

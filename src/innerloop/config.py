@@ -334,6 +334,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.algorithm: {config.model.algorithm} does not do {spec.kind} "
                           f"({config.data.dataset} is a {spec.kind} dataset); use one of "
                           f"{', '.join(handles)}")
+    _validate_evaluation_dataset(config, spec)
     if spec.kind == "regression":
         _validate_regression(config)
         return
@@ -355,12 +356,13 @@ def validate(config: Config) -> None:
     for section, split_key, ways, shots, queries in shapes:
         split = getattr(config.data, split_key)
         _choice(f"data.{split_key}", split, spec.splits)
+        if split_key == "test_split" and config.eval.dataset not in (None, config.data.dataset):
+            continue  # the test episodes come from eval.dataset, checked below
         try:
             check_episode_shape(split, spec.num_classes(split, rotations), spec.smallest_class(split),
                                 ways, shots, queries)
         except TaskError as error:
             raise ConfigError(f"{section}.ways/shots/queries: {error}") from None
-    _validate_evaluation_dataset(config, spec)
 
 
 def _validate_evaluation_dataset(config: Config, spec: Any) -> None:
@@ -375,6 +377,10 @@ def _validate_evaluation_dataset(config: Config, spec: Any) -> None:
 
     _choice("eval.dataset", name, DATASETS)
     target = DATASETS[name]
+    if name.split("-")[0] == config.data.dataset.split("-")[0]:  # clinc150 / clinc150-cross-domain
+        raise ConfigError(f"eval.dataset: {name} and {config.data.dataset} split the same corpus "
+                          f"differently, so some of one's test classes are the other's training "
+                          f"classes; train a run on {name} to score it there")
     if target.describe is not None:  # image-folder, csv-text, registered data: read from data.root
         raise ConfigError(f"eval.dataset: {name} is your own data, which a run reads from its own "
                           f"data.root; to test on it, train (or evaluate) a run whose data.dataset is {name}")

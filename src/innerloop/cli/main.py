@@ -32,16 +32,24 @@ RECIPES = Path(__file__).resolve().parents[3] / "configs"
 def _train_and_report(config: Config, run_dir: Path, data_root: str | None, progress: bool,
                       evaluate: bool = True) -> int:
     """Meta-train (or resume) ``config`` in ``run_dir``, then score its best checkpoint. In a
-    distributed run every rank trains; rank 0 alone prints and evaluates."""
+    distributed run every rank trains, then all ranks leave the process group together; rank 0
+    alone prints and evaluates (evaluation needs no process group, and the other ranks do not wait
+    for it, so a long evaluation never meets a collective's timeout)."""
     from innerloop.evaluate.run import evaluate_run
-    from innerloop.train.distributed import current_place
+    from innerloop.train.distributed import current_place, init_distributed, shutdown_distributed
     from innerloop.train.trainer import Trainer
 
+    init_distributed()  # under torchrun: join the process group; otherwise nothing
     place = current_place()
     if place.is_main:
         ranks = f" ({place.world_size} processes, {place.backend})" if place.is_distributed else ""
         print(f"run directory: {run_dir}{ranks}")
-    result = Trainer(config, run_dir, data_root=data_root, progress=progress, place=place).fit()
+    try:
+        result = Trainer(config, run_dir, data_root=data_root, progress=progress, place=place).fit()
+    except BaseException:
+        shutdown_distributed(wait=False)  # the other ranks may never reach the barrier
+        raise
+    shutdown_distributed()
     if not place.is_main:
         return 0
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation {result.metric} "
@@ -53,19 +61,11 @@ def _train_and_report(config: Config, run_dir: Path, data_root: str | None, prog
 
 def _train(args: argparse.Namespace) -> int:
     from innerloop.config import load_config
-    from innerloop.train.distributed import init_distributed, shutdown_distributed
 
     config = load_config(args.config, args.set)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
-    init_distributed()  # under torchrun: join the process group; otherwise nothing
-    try:
-        status = _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
-                                   evaluate=not args.no_eval)
-    except BaseException:
-        shutdown_distributed(wait=False)
-        raise
-    shutdown_distributed()
-    return status
+    return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
+                             evaluate=not args.no_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -260,6 +260,8 @@ def in_memory(inputs: Tensor | np.ndarray, labels: Tensor | np.ndarray | Sequenc
     integers (``class_names[i]`` names the ``i``-th smallest label value; default its number) or
     strings (the names themselves)."""
     inputs = torch.as_tensor(inputs)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "USO":  # NumPy (or pandas) strings
+        labels = labels.tolist()
     if isinstance(labels, Sequence) and labels and all(isinstance(label, str) for label in labels):
         if class_names is not None:
             raise DataError("labels are strings, which name the classes already; leave class_names out")

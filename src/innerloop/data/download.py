@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import sys
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ class DownloadFailed(Exception):
 
 def fetch(url: str, target: Path, md5: str | None = None, timeout_s: float = 60.0) -> Path:
     """Download ``url`` to ``target`` (checking ``md5`` when given); raise :class:`DownloadFailed`."""
-    partial = target.with_name(f".{target.name}.part")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")  # ranks of one run may fetch at once
     print(f"innerloop: downloading {url} to {target.parent}", file=sys.stderr)
     digest = hashlib.md5()
     try:

@@ -8,7 +8,11 @@ CLINC150 ships utterances that belong to none of its 150 intents (``oos_train`` 
    utterances each) gets ``oos_queries`` out-of-scope utterances of ``oos_test`` added to its
    query set (drawn without replacement per episode, seeded);
 2. the learner adapts on the support set as always and gives each query its class probabilities
-   ``probs[q]``; the confidence is ``confidence[q] = max_k probs[q, k]``;
+   ``probs[q]``; the confidence is ``confidence[q] = max_k probs[q, k]``. The in-scope queries
+   are predicted as in ``innerloop eval`` (the same batch, so the same numbers), the
+   out-of-scope ones as a query batch of their own after the same support set: a transductive
+   learner (batch-norm statistics over the query batch) then never sees in- and out-of-scope
+   queries mixed;
 3. a query is answered "out of scope" when ``confidence[q] < threshold``.
 
 ``threshold`` is chosen on meta-validation episodes (the validation intents, with out-of-scope
@@ -19,7 +23,9 @@ Reported, each with a 95% interval over episodes: ``in_scope_accuracy`` (an in-s
 counts as correct only when it is not rejected and its class is right), ``out_of_scope_recall``
 (out-of-scope queries rejected), ``accuracy_without_rejection`` (the plain few-shot accuracy on
 the in-scope queries), and ``auroc`` (how well confidence separates in-scope from out-of-scope
-queries, independent of the threshold; per episode, then averaged).
+queries, independent of the threshold; per episode, then averaged). Episodes whose adaptation
+diverged (a non-finite confidence) are left out of the threshold choice and of every score, and
+counted (``non_finite``), as ``innerloop eval`` does.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 from torch import Tensor
 
 from innerloop.algorithms.base import MetaLearner
-from innerloop.build import build_sampler, load_splits
+from innerloop.build import UserBackbone, build_sampler, load_splits
 from innerloop.data import intents
 from innerloop.errors import InnerloopError
 from innerloop.evaluate.protocol import mean_and_ci95, seeded_batches
@@ -57,19 +63,19 @@ def out_of_scope_pool(split: str, root: str | Path | None = None) -> Tensor:
     return cached_embeddings(texts, f"clinc150-oos-{split}").to(torch.float32)
 
 
-def with_out_of_scope_queries(batch: Episodes, pool: Tensor, oos_queries: int,
-                              generator: torch.Generator) -> tuple[Episodes, Tensor]:
-    """``batch`` with ``oos_queries`` pool rows appended to each task's queries, and the mask
-    ``[T, Q + oos_queries]`` of the appended (out-of-scope) queries. Their ``query_y`` is 0: a
-    placeholder no learner reads when it predicts."""
+def out_of_scope_queries(batch: Episodes, pool: Tensor, oos_queries: int,
+                         generator: torch.Generator) -> Episodes:
+    """``batch``'s support sets with ``oos_queries`` rows of ``pool`` (drawn without replacement
+    per task) as their queries. Their ``query_y`` is 0: a placeholder no learner reads when it
+    predicts."""
+    if not 1 <= oos_queries <= pool.shape[0]:
+        raise InnerloopError(f"oos_queries must be in 1..{pool.shape[0]} (the out-of-scope "
+                             f"utterances available), got {oos_queries}")
     tasks = batch.num_tasks
     picks = torch.stack([torch.randperm(pool.shape[0], generator=generator)[:oos_queries] for _ in range(tasks)])
-    query_x = torch.cat([batch.query_x, pool[picks]], dim=1)
-    query_y = torch.cat([batch.query_y, torch.zeros(tasks, oos_queries, dtype=batch.query_y.dtype)], dim=1)
-    mask = torch.zeros(tasks, query_x.shape[1], dtype=torch.bool)
-    mask[:, batch.query_x.shape[1]:] = True
-    return Episodes(batch.support_x, batch.support_y, query_x, query_y, batch.ways, batch.shots,
-                    batch.queries, batch.class_ids), mask
+    return Episodes(batch.support_x, batch.support_y, pool[picks],
+                    torch.zeros(tasks, oos_queries, dtype=batch.query_y.dtype), batch.ways, batch.shots,
+                    batch.queries, batch.class_ids)
 
 
 def confidences(learner: MetaLearner, episodes: FixedEpisodes, pool: Tensor, oos_queries: int,
@@ -81,11 +87,15 @@ def confidences(learner: MetaLearner, episodes: FixedEpisodes, pool: Tensor, oos
     learner.eval()
     with torch.no_grad():
         for batch in seeded_batches(episodes, batch_size):
-            extended, is_oos = with_out_of_scope_queries(batch, pool, oos_queries, generator)
-            probs = learner.predictive(extended).probs
-            confidence, predicted = probs.max(dim=-1)
+            in_scope = learner.predictive(batch).probs
+            outside = learner.predictive(out_of_scope_queries(batch, pool, oos_queries, generator)).probs
+            confidence, predicted = torch.cat([in_scope, outside], dim=1).max(dim=-1)
+            is_oos = torch.zeros_like(predicted, dtype=torch.bool)
+            is_oos[:, in_scope.shape[1]:] = True
+            correct = torch.zeros_like(is_oos)
+            correct[:, :in_scope.shape[1]] = predicted[:, :in_scope.shape[1]] == batch.query_y
             all_confidence.append(confidence.double())
-            all_correct.append((predicted == extended.query_y) & ~is_oos)
+            all_correct.append(correct)
             all_oos.append(is_oos)
     return torch.cat(all_confidence), torch.cat(all_correct), torch.cat(all_oos)
 
@@ -102,6 +112,8 @@ def rejection_scores(confidence: Tensor, correct: Tensor, is_oos: Tensor, thresh
 def best_threshold(confidence: Tensor, correct: Tensor, is_oos: Tensor) -> float:
     """The confidence threshold maximising mean(in-scope accuracy, out-of-scope recall)."""
     candidates = torch.unique(confidence.flatten())
+    if not bool(torch.isfinite(candidates).all()):
+        raise ValueError("drop episodes with non-finite confidences before choosing a threshold")
     if candidates.numel() > 2000:
         candidates = torch.quantile(candidates, torch.linspace(0, 1, 2000, dtype=candidates.dtype))
     best, best_score = 0.0, -1.0
@@ -137,6 +149,8 @@ class OutOfScopeReport:
     threshold: float
     scores: dict[str, list[float]]  # name -> [mean, ci95] over test episodes
     date: str
+    transductive: bool = False
+    non_finite: int = 0  # test episodes left out: their adaptation diverged
 
     @property
     def stem(self) -> str:
@@ -148,7 +162,9 @@ class OutOfScopeReport:
                  f"{self.shots}-shot", "",
                  f"{self.queries} in-scope queries per class and {self.oos_queries} out-of-scope "
                  f"queries per episode; {self.episodes} episodes (seed {self.seed}); rejection below "
-                 f"confidence {self.threshold:.4f} (chosen on meta-validation episodes).", "",
+                 f"confidence {self.threshold:.4f} (chosen on meta-validation episodes)."
+                 + (f" {self.non_finite} test episodes diverged (non-finite confidences) and are "
+                    f"left out." if self.non_finite else ""), "",
                  "| score | mean ± 95% CI |", "| --- | --- |"]
         lines += [f"| {name.replace('_', ' ')} | {100 * mean:.2f}% ± {100 * ci95:.2f}% |"
                   for name, (mean, ci95) in self.scores.items()]
@@ -161,29 +177,41 @@ class OutOfScopeReport:
         return json_path, markdown_path
 
 
+def finite_episodes(confidence: Tensor, correct: Tensor, is_oos: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], int]:
+    """The episodes whose confidences are all finite, and how many were left out."""
+    keep = torch.isfinite(confidence).all(dim=1)
+    return (confidence[keep], correct[keep], is_oos[keep]), int((~keep).sum())
+
+
 def out_of_scope_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Path | None = None,
-                     oos_queries: int = 15, overrides: list[str] | None = None) -> OutOfScopeReport:
-    """Score a CLINC150 run's out-of-scope detection (see the module docstring); saves the report."""
-    from innerloop.evaluate.run import load_run
+                     oos_queries: int = 15, overrides: list[str] | None = None,
+                     backbone: UserBackbone | None = None) -> OutOfScopeReport:
+    """Score a CLINC150 run's out-of-scope detection (see the module docstring); saves the report.
+    ``overrides`` as for :func:`~innerloop.evaluate.run.evaluate_run`; ``backbone`` your module for
+    a run trained on one."""
+    from innerloop.evaluate.run import check_evaluation_overrides, load_run
 
     run_dir = Path(run_dir)
-    config, learner, payload, path = load_run(run_dir, checkpoint, overrides)
+    check_evaluation_overrides(overrides)
+    config, learner, payload, path = load_run(run_dir, checkpoint, overrides, backbone)
     if config.data.dataset not in OUT_OF_SCOPE_DATASETS:
         raise InnerloopError(f"out-of-scope detection needs CLINC150's out-of-scope utterances; "
                              f"{run_dir} was trained on {config.data.dataset} (use a run on "
                              f"{' or '.join(OUT_OF_SCOPE_DATASETS)})")
-    if oos_queries < 1:
-        raise InnerloopError(f"oos_queries must be >= 1, got {oos_queries}")
     evaluation = config.eval
     splits = load_splits(config, data_root, [config.data.val_split, config.data.test_split])
     scored = {}
     for role, split_name in (("val", config.data.val_split), ("test", config.data.test_split)):
         sampler = build_sampler(config, splits[split_name], evaluation.ways, evaluation.shots, evaluation.queries)
         fixed = FixedEpisodes(sampler, evaluation.episodes, evaluation.seed)
-        scored[role] = confidences(learner, fixed, out_of_scope_pool(role, data_root or config.data.root),
-                                   oos_queries, evaluation.batch_size)
-    threshold = best_threshold(*scored["val"])
-    confidence, correct, is_oos = scored["test"]
+        scored[role] = finite_episodes(*confidences(
+            learner, fixed, out_of_scope_pool(role, data_root or config.data.root), oos_queries,
+            evaluation.batch_size))
+    (validation, _), ((confidence, correct, is_oos), non_finite) = scored["val"], scored["test"]
+    if validation[0].numel() == 0 or confidence.numel() == 0:
+        raise InnerloopError(f"every {'validation' if validation[0].numel() == 0 else 'test'} episode's "
+                             f"adaptation diverged (non-finite confidences); nothing to score")
+    threshold = best_threshold(*validation)
     accuracy, recall = rejection_scores(confidence, correct, is_oos, threshold)
     plain = correct.double().sum(1) / (~is_oos).double().sum(1)
     scores = {"in_scope_accuracy": accuracy, "out_of_scope_recall": recall,
@@ -192,6 +220,7 @@ def out_of_scope_run(run_dir: str | Path, checkpoint: str = "best", data_root: s
         method=learner.name, dataset=config.data.dataset, ways=evaluation.ways, shots=evaluation.shots,
         queries=evaluation.queries, oos_queries=oos_queries, episodes=evaluation.episodes,
         seed=evaluation.seed, checkpoint=path.name, threshold=threshold,
-        scores={name: list(mean_and_ci95(values)) for name, values in scores.items()}, date=today())
+        scores={name: list(mean_and_ci95(values)) for name, values in scores.items()}, date=today(),
+        transductive=learner.transductive, non_finite=non_finite)
     report.save(run_dir)
     return report

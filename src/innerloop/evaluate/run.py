@@ -29,12 +29,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     interval coverage) and its figures are saved next to the report.
     """
     run_dir = Path(run_dir)
-    allowed = ("data.test_split", "num_threads", "inner.eval_steps")
-    for assignment in overrides or []:
-        key = assignment.split("=", 1)[0].strip()
-        if not (key.startswith("eval.") or key in allowed):
-            raise InnerloopError(f"evaluation can only change eval.*, {', '.join(allowed)}; "
-                                 f"'{key}' is fixed by the trained run")
+    check_evaluation_overrides(overrides)
     config, learner, payload, path = load_run(run_dir, checkpoint, overrides, backbone)
     split = load_evaluation_split(config, data_root)
     evaluation = config.eval
@@ -81,6 +76,19 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", data_root: str |
     report = dataclasses.replace(report, figures=save_figures(learner, report, uncertainty, sampler, run_dir))
     report.save(run_dir)
     return report
+
+
+EVALUATION_OVERRIDES = ("data.test_split", "num_threads", "inner.eval_steps")
+
+
+def check_evaluation_overrides(overrides: list[str] | None) -> None:
+    """Evaluation may change ``eval.*`` and :data:`EVALUATION_OVERRIDES`; everything else is
+    fixed by the trained run (and, e.g., ``data.val_split`` must not reach test intents)."""
+    for assignment in overrides or []:
+        key = assignment.split("=", 1)[0].strip()
+        if not (key.startswith("eval.") or key in EVALUATION_OVERRIDES):
+            raise InnerloopError(f"evaluation can only change eval.*, {', '.join(EVALUATION_OVERRIDES)}; "
+                                 f"'{key}' is fixed by the trained run")
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | None = None,
