@@ -67,7 +67,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +119,7 @@ def noisy_support_labels(support_y: Tensor, ways: int, rate: float, generator: t
         return support_y.clone()
     counts = torch.bincount(labels, minlength=ways)
     present = counts > 0
-    if bool((counts[present] == 1).all()):  # one example per class: the noisy labels permute classes
+    if bool((counts == 1).all()):  # one example per class: the noisy labels permute the classes
         if num_noisy == 1:
             raise TaskError(f"{rate:g} label noise corrupts 1 of {size} support labels, and with one "
                             f"example per class that always leaves a class without examples; use a "
