@@ -91,3 +91,19 @@ def test_readme_intent_example_runs():
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["store"].images.shape == (13083, 384)
     assert 0.85 < float(namespace["accuracy"]) < 0.94
+
+
+def test_readme_robustness_example_runs(omniglot_root, monkeypatch, capsys):
+    """The robustness block, run after the Python example that defines its learner and test split."""
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    setup = readme_code(r"## Using it from Python", "Python example")
+    setup = setup.replace("range(500)", "range(5)").replace("num_episodes=1000", "num_episodes=4")
+    code = readme_code(r"### Robustness: noisy, adversarial and imbalanced support sets", "robustness example")
+    shortened = code.replace("num_episodes=600", "num_episodes=4").replace("steps=5)", "steps=1)")
+    assert shortened.count("num_episodes=4") == 1 and "steps=1)" in shortened  # the knobs are still there
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(setup + "\n" + shortened, str(README), "exec"), namespace)
+    labels = [condition.label for condition in namespace["conditions"]]
+    assert labels[0] == "clean" and len(labels) == 5
+    assert capsys.readouterr().out.count("%") >= 2 * 5
