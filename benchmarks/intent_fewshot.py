@@ -63,7 +63,7 @@ METHOD_LABELS = {"protonet": "ProtoNet", "anil": "ANIL head", "maml": "MAML", "r
 
 
 def markdown_tables(results: list[dict], baselines: list[dict]) -> str:
-    """The README's tables: accuracy per method and setting next to the frozen nearest
+    """The README's tables: accuracy per setting and method next to the frozen nearest
     prototype, then CLINC150's out-of-scope scores."""
     frozen = {(("clinc150-cross-domain" if row["split"] == "cross-domain" else row["dataset"]), row["shots"]):
               row for row in baselines}
@@ -74,13 +74,13 @@ def markdown_tables(results: list[dict], baselines: list[dict]) -> str:
     def cell(row: dict | None) -> str:
         return "—" if row is None else f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}"
 
-    lines = ["| method | " + " | ".join(f"{LABELS[d]} {shots}-shot" for d, shots in columns) + " |",
-             "| --- |" + " ---: |" * len(columns),
-             "| nearest prototype, frozen (no training) | " + " | ".join(cell(frozen.get(c)) for c in columns) + " |"]
-    for method in METHODS:
-        if any(key[0] == method for key in found):
-            lines.append(f"| {METHOD_LABELS[method]} | "
-                         + " | ".join(cell(found.get((method, *c))) for c in columns) + " |")
+    methods = [m for m in METHODS if any(key[0] == m for key in found)]
+    lines = ["| dataset, shots (5-way) | nearest prototype, frozen | "
+             + " | ".join(METHOD_LABELS[m] for m in methods) + " |",
+             "| --- | ---: |" + " ---: |" * len(methods)]
+    for dataset, shots in columns:
+        lines.append(f"| {LABELS[dataset]}, {shots}-shot | {cell(frozen.get((dataset, shots)))} | "
+                     + " | ".join(cell(found.get((m, dataset, shots))) for m in methods) + " |")
     oos = [row for row in results if "out_of_scope" in row]
     if oos:
         lines += ["", "| method, CLINC150 split | shots | in-scope accuracy | out-of-scope recall | "
