@@ -128,7 +128,9 @@ def test_every_optimization_recipe_is_a_valid_config():
     recipes = {recipe: load_config(recipe) for recipe in CONFIGS.rglob("*.yaml")}
     optimization = {r: c for r, c in recipes.items()
                     if ALGORITHMS[c.model.algorithm].__module__.startswith("innerloop.algorithms.optimization")}
-    assert len(optimization) == 20  # 15 Omniglot/sinusoid recipes, MAML at the uncertainty budget, 3 ensembles
+    # 15 Omniglot/sinusoid recipes + MAML 5-way 5-shot, MAML at the uncertainty budget, 3 ensembles,
+    # the ANIL and MAML intent recipes
+    assert len(optimization) == 23
     for recipe, config in optimization.items():
         assert config.model.algorithm in ("maml", "metasgd", "anil", "reptile", "boil", "cavia", "imaml",
                                           "mamlpp"), recipe

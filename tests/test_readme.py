@@ -86,7 +86,7 @@ def test_readme_probabilistic_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_intent_example_runs():
-    code = readme_code(r"### Few-shot intent classification \(first pieces of #8\)", "intent example")
+    code = readme_code(r"### Few-shot intent classification", "intent example")
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["store"].images.shape == (13083, 384)
