@@ -259,3 +259,10 @@ def test_robustness_command_on_a_tiny_run(omniglot_root, omniglot_store, tmp_pat
     assert [c["condition"] for c in saved["conditions"]] == ["clean", "label_noise", "adversarial", "imbalance"]
     code = main(["robustness", str(run_dir), "--set", "model.algorithm=maml", "--data-root", str(omniglot_root)])
     assert code == 2 and "fixed by the trained run" in capsys.readouterr().err
+
+
+def test_halves_round_up_even_when_the_product_is_just_below_in_floating_point():
+    from innerloop.evaluate.robustness import round_half_up
+
+    assert 0.58 * 25 < 14.5 and round_half_up(0.58 * 25) == 15
+    assert round_half_up(0.7 * 45) == 32 and round_half_up(0.2 * 25) == 5 and round_half_up(0.49) == 0

@@ -120,3 +120,20 @@ def test_task_mixup_settings_are_validated():
                 "train": {"ways": 1, "task_mixup": 0.5}, "eval": {"ways": 1}}
     with pytest.raises(ConfigError, match="train.task_mixup interpolates .* regression dataset"):
         config_from_dict(sinusoid)
+
+
+class FirstUniformPlan:
+    """A stand-in sampler whose plan is the first uniform its generator draws for each task."""
+
+    def sample_indices(self, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(num_tasks, generator=generator, dtype=torch.float64)
+
+
+def test_lambdas_do_not_depend_on_the_partner_draw():
+    seeds = range(400)
+    plans = [draw_task_mixup(FirstUniformPlan(), 1, 1.0, 0.5, seed) for seed in seeds]
+    partner_uniforms = torch.tensor([float(plan.partners[0]) for plan in plans])
+    lambdas = torch.tensor([float(plan.lambdas[0]) for plan in plans], dtype=torch.float64)
+    correlation = torch.corrcoef(torch.stack([partner_uniforms, lambdas]))[0, 1]
+    assert abs(float(correlation)) < 0.15  # one stream for both gave -0.56
+    assert 0.4 < float(lambdas.mean()) < 0.6  # Beta(0.5, 0.5) has mean 1/2

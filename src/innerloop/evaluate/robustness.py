@@ -16,7 +16,7 @@ Queries are never touched. ``S`` is the support size, ``round`` rounds halves up
   one-shot classes is impossible and refused. The draws of episode ``i`` come from
   ``derived_seed(seed, "label_noise", i)``: the same for every method and batch size, and at a
   higher rate the labels a lower rate corrupts are corrupted the same way (when no redraw was
-  needed).
+  needed, and not with one example per class, where each rate draws its own derangement).
 * :class:`SupportImbalance` ``(minority_fraction, minority_shots)`` — class imbalance. In every
   episode ``num_minority = round(minority_fraction * ways)`` classes (uniform per episode, from
   ``derived_seed(seed, "imbalance", i)``) keep only their first ``minority_shots`` support
@@ -103,7 +103,9 @@ def derived_seed(seed: int, *parts: object) -> int:
 
 
 def round_half_up(value: float) -> int:
-    return math.floor(value + 0.5)
+    """``value`` rounded, halves up; ``value`` is a rate times a count, so it is first rounded to
+    9 decimals (0.58 * 25 is 14.499999999999998 in floating point, and means 14.5)."""
+    return math.floor(round(value, 9) + 0.5)
 
 
 # -- label noise -----------------------------------------------------------------------------

@@ -40,8 +40,9 @@ from torch import Tensor
 from innerloop.tasks.episodes import Episodes
 
 
-def task_mixup_seed(seed: int, step: int) -> int:
-    """A 63-bit seed for the task mixup of outer step ``step``, independent of the meta-batch's."""
+def task_mixup_seed(seed: int, step: int | str) -> int:
+    """A 63-bit seed for the task mixup of outer step ``step`` (or of one named use of a seed),
+    independent of the meta-batch's."""
     digest = hashlib.sha256(f"innerloop-task-mixup:{seed}:{step}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -75,7 +76,9 @@ def draw_task_mixup(sampler: Any, num_tasks: int, probability: float, alpha: flo
     partners = sampler.sample_indices(num_tasks, generator)
     mixed = torch.rand(num_tasks, generator=generator, dtype=torch.float64) < probability
     with torch.random.fork_rng(devices=[]):  # Beta sampling has no generator argument
-        torch.manual_seed(seed)
+        # a stream of its own: seeded with ``seed`` itself, the lambdas would be drawn from the
+        # very uniforms that chose the partner tasks
+        torch.manual_seed(task_mixup_seed(seed, "lambdas"))
         lambdas = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample((num_tasks,))
     return TaskMixupPlan(partners, mixed, torch.where(mixed, lambdas, torch.ones_like(lambdas)))
 
