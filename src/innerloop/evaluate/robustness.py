@@ -70,7 +70,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -83,6 +83,9 @@ from innerloop.evaluate.report import today
 from innerloop.tasks.episodes import Episodes, occurrence_index
 from innerloop.tasks.fixed import FixedEpisodes
 from innerloop.tasks.sampler import EpisodeSampler
+
+if TYPE_CHECKING:
+    from innerloop.build import UserBackbone
 
 MAX_REDRAWS = 1000  # label noise: draws per episode before a rate is declared impossible
 # Methods whose adaptation detaches the support set by design, and why (see the module docstring).
@@ -574,29 +577,26 @@ class RobustnessSettings:
         return chosen, notes
 
 
-EVALUATION_KEYS = ("data.test_split", "num_threads", "inner.eval_steps")  # besides eval.*
 
 
 def robustness_run(run_dir: str | Path, settings: RobustnessSettings | None = None, checkpoint: str = "best",
-                   data_root: str | Path | None = None, overrides: list[str] | None = None) -> RobustnessReport:
+                   data_root: str | Path | None = None, overrides: list[str] | None = None,
+                   backbone: UserBackbone | None = None) -> RobustnessReport:
     """Score ``run_dir``'s ``checkpoint`` (``best`` or ``last``) on its fixed test episodes,
     clean and under each condition of ``settings``; save and return the report.
 
     ``overrides`` are ``eval.*``, ``data.test_split``, ``inner.eval_steps`` or ``num_threads``
     assignments such as ``eval.episodes=600``, as for ``innerloop eval``. Gradient-based methods
-    are scored after their headline ``inner.eval_steps``.
+    are scored after their headline ``inner.eval_steps``. ``backbone``: your module, for a run
+    trained on one (``model.backbone: custom``).
     """
     from innerloop.algorithms.optimization.gradient_learner import GradientLearner
     from innerloop.build import build_sampler, load_splits
-    from innerloop.evaluate.run import load_run
+    from innerloop.evaluate.run import check_evaluation_overrides, load_run
 
     run_dir = Path(run_dir)
-    for assignment in overrides or []:
-        key = assignment.split("=", 1)[0].strip()
-        if not (key.startswith("eval.") or key in EVALUATION_KEYS):
-            raise InnerloopError(f"robustness evaluation can only change eval.*, {', '.join(EVALUATION_KEYS)}; "
-                                 f"'{key}' is fixed by the trained run")
-    config, learner, payload, path = load_run(run_dir, checkpoint, overrides)
+    check_evaluation_overrides(overrides)
+    config, learner, payload, path = load_run(run_dir, checkpoint, overrides, backbone)
     if learner.metric_name != "accuracy":
         raise InnerloopError(f"robustness evaluation perturbs the support sets of classification episodes; "
                              f"{config.data.dataset} is a regression dataset")
