@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from innerloop.data.intents import read_banking77
+from innerloop.errors import ConfigError
 from innerloop.nn.sentence_encoder import EMBEDDING_DIM, SentenceEncoder, cached_embeddings
 
 
@@ -48,3 +49,37 @@ def test_embedding_does_not_depend_on_the_batch_and_top_layers_can_train(encoder
     assert tuned.bert.encoder.layer[5].output.dense.weight.grad is not None
     with pytest.raises(ValueError, match="trainable_layers must be in 0..6"):
         SentenceEncoder(trainable_layers=7)
+
+
+def test_token_episodes_through_the_encoder_start_at_the_frozen_embeddings_and_train_its_top_layer(
+        intent_data_root, monkeypatch):
+    from innerloop.build import build_learner, build_sampler, load_splits
+    from innerloop.config import config_from_dict
+    from innerloop.data.intents import intent_store, intent_token_store
+
+    monkeypatch.setenv("INNERLOOP_DATA", str(intent_data_root))
+    tokens, embedded = intent_token_store("banking77"), intent_store("banking77")
+    assert tokens.images.shape == (13083, 48) and torch.equal(tokens.class_counts, embedded.class_counts)
+    assert torch.equal(tokens.images, tokens.images.round()) and tokens.images.max() < 2**24  # exact ids
+    config = config_from_dict({"data": {"dataset": "banking77-tokens", "rotations": [0]},
+                               "model": {"algorithm": "protonet", "backbone": "minilm"},
+                               "train": {"ways": 3, "shots": 1, "queries": 2}, "num_threads": 1,
+                               "eval": {"ways": 3, "shots": 1, "queries": 2}})
+    learner = build_learner(config)
+    rows = torch.tensor([0, 500, 9000])  # the encoder on token ids = the cached frozen embeddings
+    with torch.no_grad():
+        assert torch.allclose(learner.backbone(tokens.images[rows]), embedded.images[rows], atol=1e-5)
+    trainable = {name for name, p in learner.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.5." in name for name in trainable)  # the top layer only
+    sampler = build_sampler(config, load_splits(config, None, ["train"])["train"], 3, 1, 2)
+    loss, _ = learner.meta_loss(sampler.sample(2, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all())
+               for p in learner.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in learner.parameters() if not p.requires_grad)
+    with pytest.raises(ConfigError, match="holds token ids; use minilm"):
+        config_from_dict({"data": {"dataset": "banking77-tokens", "rotations": [0]},
+                          "model": {"algorithm": "protonet", "backbone": "mlp"}})
+    with pytest.raises(ConfigError, match="use banking77-tokens with minilm"):
+        config_from_dict({"data": {"dataset": "banking77", "rotations": [0]},
+                          "model": {"algorithm": "protonet", "backbone": "minilm"}})

@@ -338,14 +338,21 @@ def validate(config: Config) -> None:
     if spec.kind == "regression":
         _validate_regression(config)
         return
-    if spec.modality in ("text", "features"):
-        vectors = "sentence embeddings" if spec.modality == "text" else "feature vectors"
+    if spec.modality in ("text", "features", "tokens"):
+        vectors = {"text": "sentence embeddings", "features": "feature vectors",
+                   "tokens": "token ids"}[spec.modality]
         if list(config.data.rotations) != [0]:
             raise ConfigError(f"data.rotations must be [0] for {spec.name} ({vectors}; "
                               f"rotations apply to images), got {config.data.rotations}")
-        if config.model.backbone not in ("mlp", "residual-mlp", "custom"):
+        if spec.modality == "tokens" and config.model.backbone not in ("minilm", "custom"):
+            raise ConfigError(f"model.backbone: {spec.name} holds token ids; use minilm (the sentence "
+                              f"encoder, its top layer trained), or {spec.name.removesuffix('-tokens')} "
+                              f"for cached embeddings under an mlp")
+        if spec.modality != "tokens" and config.model.backbone not in ("mlp", "residual-mlp", "custom"):
             raise ConfigError(f"model.backbone: {spec.name} holds {spec.channels}-d {vectors}; "
-                              f"use mlp or residual-mlp (or your own module: custom)")
+                              f"use mlp or residual-mlp (or your own module: custom)"
+                              + (f"; to train the encoder itself use {spec.name}-tokens with minilm"
+                                 if config.model.backbone == "minilm" and f"{spec.name}-tokens" in DATASETS else ""))
     else:
         _validate_images(config, spec)
     train, evaluation = config.train, config.eval
@@ -413,7 +420,7 @@ def _validate_images(config: Config, spec: Any) -> None:
     if len({r % 360 for r in config.data.rotations}) != len(config.data.rotations):
         raise ConfigError(f"data.rotations has repeated angles: {config.data.rotations}")
     _at_least("model.hidden_channels", config.model.hidden_channels, 1)
-    if config.model.backbone in ("mlp", "residual-mlp"):
+    if config.model.backbone in ("mlp", "residual-mlp", "minilm"):
         raise ConfigError(f"model.backbone: {config.model.backbone} takes vector inputs; {spec.name} has "
                           f"images, use conv4")
 

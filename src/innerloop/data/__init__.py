@@ -93,11 +93,14 @@ for _name, _kernels in (("gp", gaussian_process.GP_KERNELS), ("gp-rbf", ("rbf",)
                                        gaussian_process.gaussian_process_split_loader(_kernels))
 
 
-def intent_dataset(name: str, dataset: str, scheme: str) -> DatasetSpec:
+def intent_dataset(name: str, dataset: str, scheme: str, tokens: bool = False) -> DatasetSpec:
     """An intent dataset as frozen sentence embeddings with seeded class splits
-    (:func:`innerloop.data.intents.intent_class_split`; ``scheme = "groups"``: cross-domain)."""
+    (:func:`innerloop.data.intents.intent_class_split`; ``scheme = "groups"``: cross-domain); with
+    ``tokens``, the same utterances and splits as token ids, for the ``minilm`` backbone."""
 
     def load(root: str | Path | None = None, image_size: int = 0, download: bool = True) -> TensorStore:
+        if tokens:
+            return intents.intent_token_store(dataset, root, download=download)
         return intents.intent_store(dataset, root, download=download)
 
     def split(store: TensorStore, split_name: str, rotations: tuple[int, ...] = (0,)) -> ClassSplit:
@@ -107,14 +110,17 @@ def intent_dataset(name: str, dataset: str, scheme: str) -> DatasetSpec:
 
     total = intents.INTENT_CLASSES[dataset]
     return DatasetSpec(name=name, splits=intents.INTENT_SPLITS, base_classes=intents.split_class_counts(total),
-                       examples_per_class=intents.SMALLEST_CLASS[dataset], channels=intents.EMBEDDING_FEATURES,
-                       max_image_size=0, load=load, split=split, modality="text")
+                       examples_per_class=intents.SMALLEST_CLASS[dataset],
+                       channels=intents.EPISODE_TOKENS if tokens else intents.EMBEDDING_FEATURES,
+                       max_image_size=0, load=load, split=split, modality="tokens" if tokens else "text")
 
 
-DATASETS["clinc150"] = intent_dataset("clinc150", "clinc150", "classes")
-DATASETS["clinc150-cross-domain"] = intent_dataset("clinc150-cross-domain", "clinc150", "groups")
-DATASETS["banking77"] = intent_dataset("banking77", "banking77", "classes")
-DATASETS["hwu64"] = intent_dataset("hwu64", "hwu64", "classes")
+for _name, _dataset, _scheme in (("clinc150", "clinc150", "classes"),
+                                 ("clinc150-cross-domain", "clinc150", "groups"),
+                                 ("banking77", "banking77", "classes"), ("hwu64", "hwu64", "classes")):
+    DATASETS[_name] = intent_dataset(_name, _dataset, _scheme)
+    # the same intents and splits as token ids: the encoder's top layer meta-trained (backbone minilm)
+    DATASETS[f"{_name}-tokens"] = intent_dataset(f"{_name}-tokens", _dataset, _scheme, tokens=True)
 
 
 DATASETS["image-folder"] = custom.user_data_spec("image-folder", "image", 3, custom.describe_image_folder)

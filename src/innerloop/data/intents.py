@@ -25,6 +25,7 @@ text encoders and episode samplers build on them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,12 +190,57 @@ INTENT_READERS = {"clinc150": read_clinc150, "banking77": read_banking77, "hwu64
 
 # -- episodes over embedded utterances -------------------------------------------------------------
 EMBEDDING_FEATURES = 384  # all-MiniLM-L6-v2's embedding width
+EPISODE_TOKENS = 48  # token ids per utterance in token stores (innerloop.nn.sentence_encoder's)
 INTENT_CLASSES = {"clinc150": CLINC150_INTENTS, "banking77": BANKING77_INTENTS, "hwu64": HWU64_LABELS}
 SMALLEST_CLASS = {"clinc150": 150, "banking77": 35 + 40, "hwu64": 35 + 3}  # all files pooled
 INTENT_SPLIT_SEED = 0
 CLASS_FRACTIONS = {"train": 0.5, "val": 0.2}  # of the classes; the rest are test classes
 INTENT_SPLITS = ("train", "val", "test")
 SPLIT_SCHEMES = ("classes", "groups")
+
+
+def pooled_utterances(dataset: str, root: str | Path | None = None, download: bool = False
+                      ) -> tuple[list[str], Tensor, tuple[str, ...], tuple[str, ...]]:
+    """Every in-scope utterance of ``dataset`` (all its files' splits, in file order), its label,
+    and the label names and groups (fetching missing files first with ``download``)."""
+    if dataset not in INTENT_READERS:
+        raise ValueError(f"unknown intent dataset '{dataset}'; choose one of {', '.join(INTENT_READERS)}")
+    if download:
+        from innerloop.data.intent_download import ensure_intent_files
+
+        ensure_intent_files(dataset, root)
+    splits = CLINC150_SPLITS if dataset == "clinc150" else ("train", "test")
+    corpora = [INTENT_READERS[dataset](split, root) for split in splits]
+    texts = [text for corpus in corpora for text in corpus.texts]
+    labels = torch.tensor([label for corpus in corpora for label in corpus.labels])
+    names, groups = corpora[0].label_names, corpora[0].label_groups
+    if dataset == "clinc150":  # out-of-scope utterances are not a class to sample
+        names, groups = names[:-1], groups[:-1]
+    return texts, labels, names, groups
+
+
+def grouped_by_label(rows: Tensor, labels: Tensor, names: tuple[str, ...], groups: tuple[str, ...]) -> TensorStore:
+    """``rows [N, ...]`` of the utterances as a store, class ``c`` the utterances labelled ``c``."""
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=len(names))
+    offsets = torch.cumsum(counts, 0) - counts
+    return TensorStore(images=rows[order], class_offsets=offsets, class_counts=counts,
+                       class_names=tuple(names), class_groups=tuple(groups))
+
+
+def intent_token_store(dataset: str, root: str | Path | None = None, download: bool = False) -> TensorStore:
+    """The same utterances and classes as :func:`intent_store`, each row its token ids (float
+    ``[N, EPISODE_TOKENS]``, exact integers, padded with 0) for a backbone that runs the encoder
+    itself (``minilm``: its top layer adapted by meta-training). Tokenized once and cached."""
+    from innerloop.data.paths import store_cache_dir
+    from innerloop.data.store import cached_store
+    from innerloop.nn.sentence_encoder import MODEL_NAME, tokenize_texts
+
+    texts, labels, names, groups = pooled_utterances(dataset, root, download)
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = store_cache_dir() / f"{dataset}-tokens{EPISODE_TOKENS}-{MODEL_NAME}-{digest}.pt"
+    return cached_store(path, lambda: grouped_by_label(tokenize_texts(texts, EPISODE_TOKENS).to(torch.float32), labels,
+                                                        names, groups))
 
 
 def intent_store(dataset: str, root: str | Path | None = None,
@@ -208,31 +254,14 @@ def intent_store(dataset: str, root: str | Path | None = None,
     ``download``, missing files are first fetched from the published sources
     (:mod:`innerloop.data.intent_download`).
     """
-    if dataset not in INTENT_READERS:
-        raise ValueError(f"unknown intent dataset '{dataset}'; choose one of {', '.join(INTENT_READERS)}")
     if embed is None:
         from innerloop.nn.sentence_encoder import cached_embeddings
 
         def embed(texts: list[str], key: str) -> Tensor:
             return cached_embeddings(texts, key)
 
-    if download:
-        from innerloop.data.intent_download import ensure_intent_files
-
-        ensure_intent_files(dataset, root)
-    splits = CLINC150_SPLITS if dataset == "clinc150" else ("train", "test")
-    corpora = [INTENT_READERS[dataset](split, root) for split in splits]
-    texts = [text for corpus in corpora for text in corpus.texts]
-    labels = torch.tensor([label for corpus in corpora for label in corpus.labels])
-    names, groups = corpora[0].label_names, corpora[0].label_groups
-    if dataset == "clinc150":  # out-of-scope utterances are not a class to sample
-        names, groups = names[:-1], groups[:-1]
-    embeddings = embed(texts, f"{dataset}-all")
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels, minlength=len(names))
-    offsets = torch.cumsum(counts, 0) - counts
-    return TensorStore(images=embeddings[order].to(torch.float32), class_offsets=offsets,
-                       class_counts=counts, class_names=tuple(names), class_groups=tuple(groups))
+    texts, labels, names, groups = pooled_utterances(dataset, root, download)
+    return grouped_by_label(embed(texts, f"{dataset}-all").to(torch.float32), labels, names, groups)
 
 
 def split_class_counts(num_classes: int) -> dict[str, int]:

@@ -98,6 +98,43 @@ class SentenceEncoder(nn.Module):
         return embeddings
 
 
+EPISODE_TOKENS = 48  # token ids kept per utterance in token stores (intents are short)
+PAD_TOKEN = 0  # the BERT tokenizer's [PAD]
+
+
+def tokenize_texts(texts: Sequence[str], max_tokens: int = EPISODE_TOKENS) -> Tensor:
+    """Token ids ``int64 [N, max_tokens]`` of ``texts`` (truncated, padded with ``PAD_TOKEN``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_folder()), local_files_only=True)
+    if tokenizer.pad_token_id != PAD_TOKEN:
+        raise InnerloopError(f"the encoder's tokenizer pads with {tokenizer.pad_token_id}, not {PAD_TOKEN}")
+    batch = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
+                      return_tensors="pt")
+    return batch["input_ids"]
+
+
+class TokenEncoderBackbone(nn.Module):
+    """The encoder as the backbone of a meta-learner, its top ``trainable_layers`` layers adapted
+    by meta-training: episodes carry token ids (float ``[B, T]``, ``PAD_TOKEN`` for padding, as
+    token stores serve them), and the output is the mean-pooled, normalised ``[B, 384]``
+    embedding — at the start exactly the frozen encoder's. ``in_features`` and ``hidden_sizes``
+    are the vector-backbone arguments; the encoder's shape is fixed."""
+
+    embedding_dim = EMBEDDING_DIM
+
+    def __init__(self, in_features: int = EPISODE_TOKENS, hidden_sizes: tuple[int, ...] = (),
+                 trainable_layers: int = 1) -> None:
+        super().__init__()
+        self.encoder = SentenceEncoder(trainable_layers=trainable_layers)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        ids = token_ids.long()
+        mask = (ids != PAD_TOKEN).long()
+        length = max(int(mask.sum(1).max()), 1)  # drop the columns that are padding everywhere
+        return self.encoder(ids[:, :length], mask[:, :length])
+
+
 def cached_embeddings(texts: Sequence[str], key: str, encoder: SentenceEncoder | None = None,
                       cache_dir: str | Path | None = None) -> Tensor:
     """The frozen encoder's embeddings of ``texts``, computed once and cached on disk.
