@@ -80,6 +80,9 @@ def test_token_episodes_through_the_encoder_start_at_the_frozen_embeddings_and_t
     with pytest.raises(ConfigError, match="holds token ids; use minilm"):
         config_from_dict({"data": {"dataset": "banking77-tokens", "rotations": [0]},
                           "model": {"algorithm": "protonet", "backbone": "mlp"}})
+    with pytest.raises(ConfigError, match="interpolates inputs, and banking77-tokens holds token ids"):
+        config_from_dict({"data": {"dataset": "banking77-tokens", "rotations": [0]},
+                          "model": {"algorithm": "protonet", "backbone": "minilm"}, "train": {"task_mixup": 0.5}})
     with pytest.raises(ConfigError, match="use banking77-tokens with minilm"):
         config_from_dict({"data": {"dataset": "banking77", "rotations": [0]},
                           "model": {"algorithm": "protonet", "backbone": "minilm"}})

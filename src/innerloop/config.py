@@ -456,6 +456,9 @@ def _validate_task_mixup(config: Config, spec: Any) -> None:
     if train.task_mixup_alpha <= 0:
         raise ConfigError(f"train.task_mixup_alpha must be > 0 (lambda ~ Beta(alpha, alpha)), "
                           f"got {train.task_mixup_alpha}")
+    if train.task_mixup > 0 and spec.modality == "tokens":
+        raise ConfigError(f"train.task_mixup interpolates inputs, and {config.data.dataset} holds token ids; "
+                          f"use {config.data.dataset.removesuffix('-tokens')} (embeddings) or set train.task_mixup: 0")
     if train.task_mixup > 0 and spec.kind != "classification":
         raise ConfigError(f"train.task_mixup interpolates the images or feature vectors of classification "
                           f"tasks class by class; {config.data.dataset} is a {spec.kind} dataset "
