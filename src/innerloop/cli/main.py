@@ -68,16 +68,19 @@ def _train(args: argparse.Namespace) -> int:
                              evaluate=not args.no_eval)
 
 
+def _evaluation_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> list[str]:
+    """``--set`` assignments, then ``eval.<flag>=value`` for each given flag (and ``--split``)."""
+    overrides = list(args.set)
+    overrides += [f"eval.{flag}={getattr(args, flag)}" for flag in flags if getattr(args, flag) is not None]
+    if getattr(args, "split", None):
+        overrides.append(f"data.test_split={args.split}")
+    return overrides
+
+
 def _eval(args: argparse.Namespace) -> int:
     from innerloop.evaluate.run import evaluate_run
 
-    overrides = list(args.set)
-    for flag in ("ways", "shots", "queries", "episodes", "seed", "dataset"):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"eval.{flag}={value}")
-    if args.split:
-        overrides.append(f"data.test_split={args.split}")
+    overrides = _evaluation_overrides(args, ("ways", "shots", "queries", "episodes", "seed", "dataset"))
     report = evaluate_run(args.run_dir, args.checkpoint, data_root=args.data_root, overrides=overrides)
     print(report.markdown())
     print(f"written: {Path(args.run_dir) / report.stem}.json and .md")
@@ -87,13 +90,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _robustness(args: argparse.Namespace) -> int:
     from innerloop.evaluate.robustness import RobustnessSettings, robustness_run
 
-    overrides = list(args.set)
-    for flag in ("ways", "shots", "queries", "episodes", "seed"):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"eval.{flag}={value}")
-    if args.split:
-        overrides.append(f"data.test_split={args.split}")
+    overrides = _evaluation_overrides(args, ("ways", "shots", "queries", "episodes", "seed"))
     requested = (args.label_noise, args.epsilon, args.imbalance)
     defaults = all(values is None for values in requested)  # no condition named: the default set
 
@@ -114,7 +111,7 @@ def _robustness(args: argparse.Namespace) -> int:
 def _out_of_scope(args: argparse.Namespace) -> int:
     from innerloop.evaluate.out_of_scope import out_of_scope_run
 
-    overrides = list(args.set) + ([f"eval.episodes={args.episodes}"] if args.episodes else [])
+    overrides = _evaluation_overrides(args, ("episodes",))
     report = out_of_scope_run(args.run_dir, args.checkpoint, data_root=args.data_root,
                               oos_queries=args.oos_queries, overrides=overrides)
     print(report.markdown())
