@@ -1,0 +1,1 @@
+"""Meta-reinforcement learning: task distributions, policies, rollouts and meta-RL algorithms."""
