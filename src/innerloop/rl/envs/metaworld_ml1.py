@@ -17,9 +17,10 @@ action is 4 numbers in [-1, 1] (hand displacement and gripper); the reward is th
 steps (500, Meta-World's ``max_path_length``); Meta-World never terminates it, and success does
 not end it: ``info["success"]`` (1.0 when the goal is reached at that step, else 0.0) is passed
 through so a caller can compute the success rate (Meta-World's: success at any step of the
-episode). Meta-World adds no initial-state noise: the start is fixed by the variation, and
-``reset(seed=...)`` only seeds the generators. Tested with metaworld 3.1.1 (its skills are the ``-v3`` ones) on mujoco 3.3.0 and
-gymnasium 1.4. Needs the ``metaworld`` extra: ``pip install 'innerloop[metaworld]'``.
+episode). The start is fixed by the variation (Meta-World adds no initial-state noise; checked
+for reach-v3), so ``reset(seed=...)`` only seeds the generators. Tested with metaworld 3.1.1
+(its skills are the ``-v3`` ones) on mujoco 3.3.0 and gymnasium 1.4. Needs the ``metaworld``
+extra: ``pip install 'innerloop[metaworld]'``.
 """
 
 from __future__ import annotations
