@@ -59,9 +59,39 @@ def _train_and_report(config: Config, run_dir: Path, data_root: str | None, prog
     return 0
 
 
+def _train_rl(args: argparse.Namespace) -> int:
+    """A meta-RL recipe (one with an ``env`` section): train, then score on the fixed test tasks."""
+    from innerloop.rl.config import load_rl_config
+    from innerloop.rl.evaluate import evaluate_rl_run
+    from innerloop.rl.trainer import RLTrainer
+
+    config = load_rl_config(args.config, args.set)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    print(f"run directory: {run_dir}")
+    result = RLTrainer(config, run_dir, progress=not args.quiet).fit()
+    print(f"trained {result.iterations} iterations in {result.seconds:.0f} s; last iteration's return "
+          f"before adaptation {result.final_return_before:.2f}, after {result.final_return_after:.2f}")
+    if not args.no_eval:
+        print(evaluate_rl_run(run_dir).markdown())
+    return 0
+
+
+def _is_rl(path: Path) -> bool:
+    import yaml
+
+    from innerloop.rl.config import is_rl_recipe
+
+    try:
+        return path.is_file() and is_rl_recipe(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError:
+        return False  # the supervised loader reports the YAML error
+
+
 def _train(args: argparse.Namespace) -> int:
     from innerloop.config import load_config
 
+    if _is_rl(Path(args.config)):
+        return _train_rl(args)
     config = load_config(args.config, args.set)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
@@ -80,6 +110,16 @@ def _evaluation_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> l
 def _eval(args: argparse.Namespace) -> int:
     from innerloop.evaluate.run import evaluate_run
 
+    if _is_rl(Path(args.run_dir) / "config.yaml"):
+        from innerloop.rl.evaluate import evaluate_rl_run
+
+        overrides = list(args.set)
+        overrides += [f"eval.{key}={value}" for key, value in (("seed", args.seed), ("tasks", args.tasks),
+                      ("episodes_per_task", args.episodes), ("steps", args.steps)) if value is not None]
+        rl_report = evaluate_rl_run(args.run_dir, overrides)
+        print(rl_report.markdown())
+        print(f"written: {Path(args.run_dir) / 'eval'}.json and .md")
+        return 0
     overrides = _evaluation_overrides(args, ("ways", "shots", "queries", "episodes", "seed", "dataset"))
     report = evaluate_run(args.run_dir, args.checkpoint, data_root=args.data_root, overrides=overrides)
     print(report.markdown())
@@ -218,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="score a run on fixed seeded test episodes")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    evaluate.add_argument("--episodes", type=int)
+    evaluate.add_argument("--episodes", type=int, help="test episodes (meta-RL runs: episodes per task and step)")
+    evaluate.add_argument("--tasks", type=int, help="meta-RL runs: number of fixed test tasks")
+    evaluate.add_argument("--steps", type=int, help="meta-RL runs: report after 0..STEPS adaptation steps")
     evaluate.add_argument("--ways", type=int)
     evaluate.add_argument("--shots", type=int)
     evaluate.add_argument("--queries", type=int)

@@ -169,6 +169,11 @@ class PolicyGradientMetaLearner:
     def outer_step(self, batch: list[TaskRollouts]) -> dict[str, float]:
         raise NotImplementedError
 
+    def train_iteration(self, rollout: VectorRollout, tasks: Sequence[Task], episodes_per_task: int,
+                        seed: int) -> dict[str, float]:
+        """Collect, then take the outer step; returns the iteration's statistics."""
+        return train_iteration(self, rollout, tasks, episodes_per_task, seed)
+
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}
 
@@ -182,3 +187,19 @@ def _detached(params: Params) -> Params:
 
 def _child_seed(seed: int, index: int) -> int:
     return int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(seed * 1009 + index)))
+
+
+def _iteration_returns(batch: list[TaskRollouts]) -> dict[str, float]:
+    """Mean episode return before adaptation (first pre-update batch) and after (post-update batch)."""
+    after = float(torch.stack([rollouts.valid.episode_returns().mean() for rollouts in batch]).mean())
+    before = after if not batch[0].train else float(
+        torch.stack([rollouts.train[0].episode_returns().mean() for rollouts in batch]).mean())
+    return {"return_before": before, "return_after": after}
+
+
+def train_iteration(learner: PolicyGradientMetaLearner, rollout: VectorRollout, tasks: Sequence[Task],
+                    episodes_per_task: int, seed: int) -> dict[str, float]:
+    """One outer iteration: sample pre- and post-update episodes for ``tasks``, then update ``θ``."""
+    batch = learner.collect(rollout, tasks, episodes_per_task, seed)
+    returns = _iteration_returns(batch)
+    return {**returns, **learner.outer_step(batch)}
