@@ -129,10 +129,11 @@ def _kl_of_adapted_policies(learner, batch, old_parameters):
     return float(torch.stack(kls).mean())
 
 
-def test_trpo_step_respects_the_kl_constraint_and_improves_the_surrogate():
+@pytest.mark.parametrize("fisher", ["exact", "first-order"])
+def test_trpo_step_respects_the_kl_constraint_and_improves_the_surrogate(fisher):
     torch.manual_seed(2)
     policy = GaussianMLPPolicy(2, 2, hidden_sizes=(16,))
-    learner = MAMLTRPO(policy, max_kl=0.005, inner_lr=0.1)
+    learner = MAMLTRPO(policy, max_kl=0.005, inner_lr=0.1, fisher=fisher)
     batch = _navigation_batch(learner)
     before = {n: p.detach().clone() for n, p in learner.meta_parameters().items()}
     stats = learner.outer_step(batch)

@@ -35,7 +35,8 @@ def build_rl_learner(config: RLConfig, env: MetaEnv):
                  gamma=config.inner.gamma, gae_lambda=config.inner.gae_lambda)
     outer = config.outer
     trpo = dict(max_kl=outer.max_kl, cg_iterations=outer.cg_iterations, cg_damping=outer.cg_damping,
-                line_search_steps=outer.line_search_steps, line_search_ratio=outer.line_search_ratio)
+                line_search_steps=outer.line_search_steps, line_search_ratio=outer.line_search_ratio,
+                fisher=outer.fisher)
     if config.algorithm == "maml-trpo":
         from innerloop.rl.algorithms.maml_trpo import MAMLTRPO
 

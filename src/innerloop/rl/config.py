@@ -49,6 +49,7 @@ class OuterConfig:
     cg_damping: float = 1e-5
     line_search_steps: int = 15
     line_search_ratio: float = 0.8
+    fisher: str = "exact"  # exact (through the adaptation) | first-order (the adapted policies' own Fisher)
     # maml-ppo, promp, rl2: Adam on a clipped surrogate
     lr: float = 1e-3
     epochs: int = 5
@@ -141,6 +142,8 @@ def validate_rl(config: RLConfig) -> None:
         raise ConfigError(f"algorithm: '{config.algorithm}' is not one of {', '.join(ALGORITHMS)}")
     if config.env.name not in ENVIRONMENTS:
         raise ConfigError(f"env.name: '{config.env.name}' is not one of {', '.join(ENVIRONMENTS)}")
+    if config.outer.fisher not in ("exact", "first-order"):
+        raise ConfigError(f"outer.fisher: '{config.outer.fisher}' is not one of exact, first-order")
     if config.policy.nonlinearity not in ("relu", "tanh"):
         raise ConfigError(f"policy.nonlinearity: '{config.policy.nonlinearity}' is not one of relu, tanh")
     positive = {"inner.lr": config.inner.lr, "outer.max_kl": config.outer.max_kl, "outer.lr": config.outer.lr,
