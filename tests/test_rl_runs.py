@@ -175,3 +175,19 @@ def test_command_line_trains_and_evaluates_an_rl_recipe(tmp_path, capsys):
 def test_bad_rl_recipes_are_refused_with_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         rl_config_from_dict({"env": {"name": "navigation-2d"}}, override)
+
+
+def test_meta_world_runs_report_success_rates_on_the_test_goals(tmp_path):
+    """One tiny MAML-TRPO iteration on ML1 reach-v3, evaluated on the held-out test split."""
+    config = rl_config_from_dict(
+        {"env": {"name": "metaworld-ml1", "options": {"task_name": "reach-v3", "split": "train", "horizon": 5}},
+         "eval": {"env_options": {"split": "test"}}},
+        ["train.iterations=1", "train.meta_batch_size=2", "train.episodes_per_task=2", "policy.hidden_sizes=[8]",
+         "eval.tasks=2", "eval.episodes_per_task=2", "eval.steps=1"])
+    RLTrainer(config, tmp_path, progress=False).fit()
+    from innerloop.rl.evaluate import evaluate_rl_run
+
+    report = evaluate_rl_run(tmp_path)
+    assert report.env_options["split"] == "test" and len(report.success_rate) == 2
+    assert all(0.0 <= rate <= 1.0 for rate in report.success_rate)
+    assert "success rate" in report.markdown()

@@ -150,21 +150,27 @@ class PolicyGradientMetaLearner:
                 for i, task in enumerate(tasks)]
 
     def evaluate_tasks(self, rollout: VectorRollout, tasks: Sequence[Task], episodes_per_task: int, seed: int,
-                       steps: int) -> Tensor:
-        """Average return per task after ``0..steps`` adaptation steps, ``[steps + 1, num_tasks]``.
+                       steps: int) -> dict[str, Tensor]:
+        """Average return per task after ``0..steps`` adaptation steps, ``"return": [steps + 1, num_tasks]``
+        (and ``"success"``, the fraction of successful episodes, where the environment reports it).
 
         Step ``k``'s episodes are sampled with ``θ_k``, which adapted on step ``k - 1``'s episodes.
         """
         params = [self.initial_params(detach=True) for _ in tasks]
         returns = torch.zeros(steps + 1, len(tasks))
+        success = torch.zeros(steps + 1, len(tasks))
+        reports_success = False
         for step in range(steps + 1):
             batch = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=_child_seed(seed, step))
             for index, episodes in enumerate(batch):
                 returns[step, index] = episodes.episode_returns().mean()
+                if episodes.success is not None:
+                    reports_success = True
+                    success[step, index] = episodes.success.mean()
                 if step < steps:
                     params[index] = _detached(self.inner_update(params[index], episodes, self.advantages(episodes),
                                                                 create_graph=False))
-        return returns
+        return {"return": returns, **({"success": success} if reports_success else {})}
 
     def outer_step(self, batch: list[TaskRollouts]) -> dict[str, float]:
         raise NotImplementedError

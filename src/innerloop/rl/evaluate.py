@@ -37,12 +37,21 @@ class RLEvaluation:
     seed: int
     step_label: str = "adaptation steps"
     per_task_returns: list[list[float]] = field(default_factory=list)  # [step][task]
+    success_rate: list[float] | None = None  # where the environment reports success (Meta-World)
+    success_ci95: list[float] | None = None
+    per_task_success: list[list[float]] | None = None
 
     def markdown(self) -> str:
+        success = self.success_rate is not None
         lines = [f"### {self.algorithm} on {self.env}: average return on {self.tasks} test tasks "
                  f"({self.episodes_per_task} episodes each, seed {self.seed})", "",
-                 f"| {self.step_label} | average return | 95% CI |", "| ---: | ---: | ---: |"]
-        lines += [f"| {step} | {mean:.2f} | ± {ci:.2f} |" for step, mean, ci in zip(self.steps, self.mean_return, self.ci95)]
+                 f"| {self.step_label} | average return | 95% CI |" + (" success rate | 95% CI |" if success else ""),
+                 "| ---: | ---: | ---: |" + (" ---: | ---: |" if success else "")]
+        for index, (step, mean, ci) in enumerate(zip(self.steps, self.mean_return, self.ci95)):
+            row = f"| {step} | {mean:.2f} | ± {ci:.2f} |"
+            if success:
+                row += f" {100 * self.success_rate[index]:.1f}% | ± {100 * self.success_ci95[index]:.1f} |"
+            lines.append(row)
         return "\n".join(lines)
 
 
@@ -50,15 +59,21 @@ def evaluate_learner(config: RLConfig, learner, rollout: VectorRollout) -> RLEva
     """Score ``learner`` on ``config.eval``'s fixed test tasks."""
     env = rollout.envs[0]
     tasks = env.sample_tasks(config.eval.tasks, seed=config.eval.seed)
-    returns = learner.evaluate_tasks(rollout, tasks, config.eval.episodes_per_task, seed=config.eval.seed,
-                                     steps=config.eval.steps)
+    scores = learner.evaluate_tasks(rollout, tasks, config.eval.episodes_per_task, seed=config.eval.seed,
+                                    steps=config.eval.steps)
+    returns = scores["return"]
     statistics = [mean_and_ci95(row) for row in returns]
+    success = scores.get("success")
+    success_statistics = [mean_and_ci95(row) for row in success] if success is not None else None
     return RLEvaluation(
         algorithm=config.algorithm, env=config.env.name, env_options={**config.env.options, **config.eval.env_options},
         steps=list(range(returns.shape[0])), mean_return=[s[0] for s in statistics], ci95=[s[1] for s in statistics],
         tasks=len(tasks), episodes_per_task=config.eval.episodes_per_task, seed=config.eval.seed,
         step_label=getattr(learner, "evaluation_label", "adaptation steps"),
-        per_task_returns=returns.tolist())
+        per_task_returns=returns.tolist(),
+        success_rate=[s[0] for s in success_statistics] if success_statistics else None,
+        success_ci95=[s[1] for s in success_statistics] if success_statistics else None,
+        per_task_success=success.tolist() if success is not None else None)
 
 
 def evaluate_rl_run(run_dir: str | Path, overrides: list[str] | None = None, stem: str = "eval") -> RLEvaluation:

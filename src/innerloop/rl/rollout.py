@@ -32,6 +32,7 @@ class Episodes:
     rewards: Tensor  # [T, B]
     mask: Tensor  # [T, B]: 1 where the step happened
     task: Task
+    success: Tensor | None = None  # [B]: 1 if the env reported info["success"] at any step (Meta-World)
 
     @property
     def horizon(self) -> int:
@@ -110,6 +111,8 @@ class VectorRollout:
         actions: Tensor | None = None
         current = torch.as_tensor(np.stack(first))
         alive = np.ones(num_tasks * per_task, dtype=bool)
+        success = torch.zeros(num_tasks * per_task)
+        reports_success = False
         for t in range(horizon):
             if not alive.any():
                 break
@@ -127,8 +130,11 @@ class VectorRollout:
             next_observations = current.clone()
             for index in np.flatnonzero(alive):
                 action = int(sent[index]) if self.discrete else np.clip(sent[index], self.action_low, self.action_high)
-                observation, reward, terminated, truncated, _ = envs[index].step(action)
+                observation, reward, terminated, truncated, info = envs[index].step(action)
                 rewards[t, index] = float(reward)
+                if "success" in info:
+                    reports_success = True
+                    success[index] = max(float(success[index]), float(info["success"]))
                 next_observations[index] = torch.as_tensor(np.asarray(observation, dtype=np.float32).reshape(-1))
                 if terminated or truncated:
                     alive[index] = False
@@ -136,5 +142,5 @@ class VectorRollout:
         assert actions is not None
         return [Episodes(observations[:, i * per_task:(i + 1) * per_task], actions[:, i * per_task:(i + 1) * per_task],
                          rewards[:, i * per_task:(i + 1) * per_task], mask[:, i * per_task:(i + 1) * per_task],
-                         dict(tasks[i]))
+                         dict(tasks[i]), success[i * per_task:(i + 1) * per_task] if reports_success else None)
                 for i in range(num_tasks)]
