@@ -25,6 +25,8 @@ extra: ``pip install 'innerloop[metaworld]'``.
 
 from __future__ import annotations
 
+import functools
+
 import pickle
 from typing import Any
 
@@ -58,7 +60,7 @@ class MetaWorldML1(MetaEnv):
         if horizon < 1:
             raise ValueError(f"MetaWorldML1: horizon must be at least 1, got {horizon}")
         self.task_name, self.split, self.horizon, self.benchmark_seed = task_name, split, horizon, benchmark_seed
-        benchmark = metaworld.ML1(task_name, seed=benchmark_seed)
+        benchmark = _benchmark(task_name, benchmark_seed)
         self._benchmark_tasks = {"train": list(benchmark.train_tasks), "test": list(benchmark.test_tasks)}
         self._rand_vecs = {name: [self._rand_vec_of(task) for task in tasks]
                            for name, tasks in self._benchmark_tasks.items()}
@@ -132,3 +134,10 @@ class MetaWorldML1(MetaEnv):
 
     def close(self) -> None:
         self._simulator.close()
+
+
+@functools.lru_cache(maxsize=8)
+def _benchmark(task_name: str, benchmark_seed: int) -> Any:
+    """Meta-World's ML1 benchmark, built once per process (building it instantiates every variation,
+    seconds each time; the rollout pool makes one environment copy per episode)."""
+    return _import_metaworld().ML1(task_name, seed=benchmark_seed)
