@@ -25,7 +25,8 @@ MAML 67.1 ± 1.1, SNAIL 79.1 ± 1.0.
     python -m benchmarks.rl_bandits [--methods rl2,maml,references] [--rl2-iterations 1500]
         [--maml-iterations 1000] [--arms 5] [--pulls 100] [--test-tasks 1000] [--table]
 
-Runs on one thread (``torch.set_num_threads(1)``). ``--methods`` runs a subset and merges its
+Runs on one thread (``torch.set_num_threads(1)``); training cost is recorded as CPU time (the
+process's, ``time.process_time``) beside wall time, since a shared machine stretches the latter. ``--methods`` runs a subset and merges its
 rows into an existing JSON; ``--table`` writes the Markdown table next to the JSON and prints it.
 """
 
@@ -96,7 +97,7 @@ def run_rl2(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
     learner = RL2(lambda: make_env("bandit", num_arms=args.arms), episodes_per_trial=args.pulls,
                   hidden_size=args.rl2_hidden, lr=args.rl2_lr, gamma=args.rl2_gamma, gae_lambda=args.rl2_gae_lambda,
                   entropy_coef=args.rl2_entropy, ppo_epochs=args.rl2_epochs, num_minibatches=args.rl2_minibatches)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     curve = []
     for iteration in range(args.rl2_iterations):
         tasks = env.sample_tasks(args.rl2_batch, seed=10_000_000 + args.seed * 100_000 + iteration)
@@ -104,14 +105,16 @@ def run_rl2(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
         if iteration % 50 == 0 or iteration == args.rl2_iterations - 1:
             curve.append([iteration, round(stats["trial_return"], 3)])
             print(f"RL² {iteration}: trial return {stats['trial_return']:.2f}, entropy {stats['entropy']:.3f}, "
-                  f"kl {stats['approx_kl']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
+                  f"kl {stats['approx_kl']:.4f} ({time.process_time() - cpu_start:.0f} s CPU, "
+                  f"{time.perf_counter() - start:.0f} s wall)", flush=True)
+    cpu_seconds, seconds = time.process_time() - cpu_start, time.perf_counter() - start
     if args.save_dir:
         torch.save(learner.state_dict(), Path(args.save_dir) / "rl2.pt")
     per_pull = torch.cat([learner.evaluate_tasks(test_tasks[i:i + 250], args.pulls, seed=TEST_SEED + i)
                           for i in range(0, len(test_tasks), 250)], dim=1).T.double()
     return _row("rl2", "RL² (GRU, PPO)", per_pull, {
-        "seconds": round(seconds), "iterations": args.rl2_iterations, "trials_per_iteration": args.rl2_batch,
+        "cpu_seconds": round(cpu_seconds), "wall_seconds": round(seconds), "iterations": args.rl2_iterations,
+        "trials_per_iteration": args.rl2_batch,
         "pulls": args.rl2_iterations * args.rl2_batch * args.pulls, "hidden_size": args.rl2_hidden,
         "lr": args.rl2_lr, "gamma": args.rl2_gamma, "gae_lambda": args.rl2_gae_lambda,
         "entropy_coef": args.rl2_entropy, "ppo_epochs": args.rl2_epochs, "minibatches": args.rl2_minibatches,
@@ -139,7 +142,7 @@ def run_maml(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
     policy = CategoricalMLPPolicy(1, args.arms, hidden_sizes=(args.maml_hidden, args.maml_hidden))
     learner = MAMLTRPO(policy, inner_lr=args.maml_inner_lr, inner_steps=1, gamma=0.99, gae_lambda=1.0)
     rollout = VectorRollout(lambda: make_env("bandit", num_arms=args.arms))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     curve = []
     for iteration in range(args.maml_iterations):
         tasks = env.sample_tasks(args.maml_meta_batch, seed=20_000_000 + args.seed * 100_000 + iteration)
@@ -150,14 +153,15 @@ def run_maml(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
             post = float(torch.stack([b.valid.rewards.mean() for b in batch]).mean())
             curve.append([iteration, round(pre, 4), round(post, 4)])
             print(f"MAML {iteration}: reward a pull before {pre:.3f}, after {post:.3f}, accepted {stats['accepted']:.0f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
+                  f"({time.process_time() - cpu_start:.0f} s CPU, {time.perf_counter() - start:.0f} s wall)", flush=True)
+    cpu_seconds, seconds = time.process_time() - cpu_start, time.perf_counter() - start
     if args.save_dir:
         torch.save(learner.state_dict(), Path(args.save_dir) / "maml.pt")
     per_pull = torch.cat([maml_trial_rewards(learner, rollout, test_tasks[i:i + 100], args.maml_pre_pulls, args.pulls,
                                              seed=TEST_SEED + i) for i in range(0, len(test_tasks), 100)])
     return _row("maml", f"MAML (TRPO; {args.maml_pre_pulls} pulls, 1 step, {args.pulls - args.maml_pre_pulls} pulls)",
-                per_pull, {"seconds": round(seconds), "iterations": args.maml_iterations,
+                per_pull, {"cpu_seconds": round(cpu_seconds), "wall_seconds": round(seconds),
+                           "iterations": args.maml_iterations,
                            "meta_batch": args.maml_meta_batch, "pre_pulls": args.maml_pre_pulls,
                            "inner_lr": args.maml_inner_lr, "hidden_sizes": [args.maml_hidden] * 2,
                            "pulls": args.maml_iterations * args.maml_meta_batch * 2 * args.maml_pre_pulls,
@@ -192,7 +196,7 @@ def markdown_table(report: dict) -> str:
              "|---|---|---|---|"]
     for row in report["results"]:
         training = row.get("training")
-        cost = (f"{training['seconds'] / 60:.0f} min, {training['pulls'] / 1e6:.1f}M pulls" if training else "none")
+        cost = (f"{training['cpu_seconds'] / 60:.0f} CPU min, {training['pulls'] / 1e6:.1f}M pulls" if training else "none")
         lines.append(f"| {row['method']} | {row['total_reward']:.1f} ± {row['ci95']:.1f} | "
                      f"{PUBLISHED_BY_KEY.get(row['key'], '—')} | {cost} |")
     lines.append("| Gittins index (published only) | — | 78.3 | — |")

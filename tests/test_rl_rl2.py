@@ -77,6 +77,18 @@ def test_hidden_state_is_carried_across_episodes_and_reset_between_trials():
     assert torch.equal(again.log_probs, trials.log_probs)
 
 
+def test_tabular_mdp_trials_are_consecutive_fixed_length_episodes():
+    sampler = TrialSampler(lambda: make_env("tabular-mdp", num_states=4, num_actions=3, horizon=5))
+    policy = _policy(sampler.envs[0])
+    assert policy.input_dim == 4 + 3 + 2
+    tasks = make_env("tabular-mdp", num_states=4, num_actions=3, horizon=5).sample_tasks(2, seed=0)
+    trials = sampler.sample(policy, tasks, episodes_per_trial=3, seed=1)
+    assert trials.inputs.shape[:2] == (15, 2) and bool(trials.mask.all())
+    assert trials.episode_index[:, 0].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    starts = trials.inputs[[0, 5, 10], :, :4]  # every episode starts in state 0
+    assert bool((starts[..., 0] == 1).all()) and float(starts[..., 1:].abs().sum()) == 0.0
+
+
 def test_episodes_that_end_early_start_the_next_episode_at_once():
     sampler = TrialSampler(lambda: make_env("navigation-2d", horizon=50, goal_tolerance=0.2))
     policy = _policy(sampler.envs[0])
