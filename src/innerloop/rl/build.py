@@ -49,13 +49,14 @@ def build_rl_learner(config: RLConfig, env: MetaEnv):
         from innerloop.rl.algorithms.cavia_rl import CAVIATRPO
 
         return CAVIATRPO(policy, **trpo, **inner)
+    clip = {} if outer.clip is None else {"clip": outer.clip}  # None: the method's own default
     if config.algorithm == "maml-ppo":
         from innerloop.rl.algorithms.maml_ppo import MAMLPPO
 
-        return MAMLPPO(policy, lr=outer.lr, epochs=outer.epochs, clip=outer.clip, grad_clip=outer.grad_clip, **inner)
+        return MAMLPPO(policy, lr=outer.lr, epochs=outer.epochs, grad_clip=outer.grad_clip, **clip, **inner)
     if config.algorithm == "promp":
         from innerloop.rl.algorithms.promp import ProMP
 
-        return ProMP(policy, lr=outer.lr, epochs=outer.epochs, clip=outer.clip, grad_clip=outer.grad_clip,
-                     kl_target=outer.kl_target, kl_penalty=outer.kl_penalty, **inner)
+        return ProMP(policy, lr=outer.lr, epochs=outer.epochs, grad_clip=outer.grad_clip, kl_target=outer.kl_target,
+                     kl_penalty=outer.kl_penalty, **clip, **inner)
     raise ConfigError(f"algorithm: '{config.algorithm}' has no builder")

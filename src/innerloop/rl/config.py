@@ -53,7 +53,7 @@ class OuterConfig:
     # maml-ppo, promp, rl2: Adam on a clipped surrogate
     lr: float = 1e-3
     epochs: int = 5
-    clip: float = 0.2  # promp's paper: 0.3
+    clip: float | None = None  # None: the method's own (maml-ppo and rl2 0.2, promp 0.3 as in its paper)
     grad_clip: float | None = None
     kl_target: float = 0.01  # promp: target of the inner-step KL penalty
     kl_penalty: float = 0.0005  # promp: initial eta of the inner-step KL penalty
@@ -147,7 +147,7 @@ def validate_rl(config: RLConfig) -> None:
     if config.policy.nonlinearity not in ("relu", "tanh"):
         raise ConfigError(f"policy.nonlinearity: '{config.policy.nonlinearity}' is not one of relu, tanh")
     positive = {"inner.lr": config.inner.lr, "outer.max_kl": config.outer.max_kl, "outer.lr": config.outer.lr,
-                "outer.clip": config.outer.clip, "outer.kl_target": config.outer.kl_target,
+                "outer.clip": 1.0 if config.outer.clip is None else config.outer.clip, "outer.kl_target": config.outer.kl_target,
                 "policy.init_std": config.policy.init_std}
     for key, value in positive.items():
         if not value > 0:
