@@ -165,6 +165,9 @@ def test_command_line_trains_and_evaluates_an_rl_recipe(tmp_path, capsys):
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["steps"] == [0, 1, 2] and report["tasks"] == 4
     assert all(np.isfinite(report["mean_return"]))
+    per_task = np.array(report["per_task_returns"])
+    assert report["gain"][0] == 0 and report["gain"][2] == pytest.approx((per_task[2] - per_task[0]).mean())
+    assert report["mean_return"][1] == pytest.approx(per_task[1].mean())
 
 
 @pytest.mark.parametrize("override, message", [

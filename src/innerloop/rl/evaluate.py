@@ -37,6 +37,8 @@ class RLEvaluation:
     seed: int
     step_label: str = "adaptation steps"
     per_task_returns: list[list[float]] = field(default_factory=list)  # [step][task]
+    gain: list[float] = field(default_factory=list)  # mean over tasks of (return at step k - return at step 0)
+    gain_ci95: list[float] = field(default_factory=list)  # paired over the same tasks: narrower than the CIs above
     success_rate: list[float] | None = None  # where the environment reports success (Meta-World)
     success_ci95: list[float] | None = None
     per_task_success: list[list[float]] | None = None
@@ -45,10 +47,12 @@ class RLEvaluation:
         success = self.success_rate is not None
         lines = [f"### {self.algorithm} on {self.env}: average return on {self.tasks} test tasks "
                  f"({self.episodes_per_task} episodes each, seed {self.seed})", "",
-                 f"| {self.step_label} | average return | 95% CI |" + (" success rate | 95% CI |" if success else ""),
-                 "| ---: | ---: | ---: |" + (" ---: | ---: |" if success else "")]
+                 f"| {self.step_label} | average return | 95% CI | change from {self.steps[0]} (paired 95% CI) |"
+                 + (" success rate | 95% CI |" if success else ""),
+                 "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if success else "")]
         for index, (step, mean, ci) in enumerate(zip(self.steps, self.mean_return, self.ci95)):
-            row = f"| {step} | {mean:.2f} | ± {ci:.2f} |"
+            change = "" if index == 0 else f"{self.gain[index]:+.2f} ± {self.gain_ci95[index]:.2f}"
+            row = f"| {step} | {mean:.2f} | ± {ci:.2f} | {change} |"
             if success:
                 row += f" {100 * self.success_rate[index]:.1f}% | ± {100 * self.success_ci95[index]:.1f} |"
             lines.append(row)
@@ -63,6 +67,7 @@ def evaluate_learner(config: RLConfig, learner, rollout: VectorRollout) -> RLEva
                                     steps=config.eval.steps)
     returns = scores["return"]
     statistics = [mean_and_ci95(row) for row in returns]
+    gains = [mean_and_ci95(row - returns[0]) for row in returns]
     success = scores.get("success")
     success_statistics = [mean_and_ci95(row) for row in success] if success is not None else None
     return RLEvaluation(
@@ -70,7 +75,7 @@ def evaluate_learner(config: RLConfig, learner, rollout: VectorRollout) -> RLEva
         steps=list(range(returns.shape[0])), mean_return=[s[0] for s in statistics], ci95=[s[1] for s in statistics],
         tasks=len(tasks), episodes_per_task=config.eval.episodes_per_task, seed=config.eval.seed,
         step_label=getattr(learner, "evaluation_label", "adaptation steps"),
-        per_task_returns=returns.tolist(),
+        per_task_returns=returns.tolist(), gain=[g[0] for g in gains], gain_ci95=[g[1] for g in gains],
         success_rate=[s[0] for s in success_statistics] if success_statistics else None,
         success_ci95=[s[1] for s in success_statistics] if success_statistics else None,
         per_task_success=success.tolist() if success is not None else None)
