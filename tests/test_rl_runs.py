@@ -194,3 +194,15 @@ def test_meta_world_runs_report_success_rates_on_the_test_goals(tmp_path):
     assert report.env_options["split"] == "test" and len(report.success_rate) == 2
     assert all(0.0 <= rate <= 1.0 for rate in report.success_rate)
     assert "success rate" in report.markdown()
+
+
+def test_rl2_runs_through_the_command_line(tmp_path, capsys):
+    """An RL² recipe trains and reports the return of each episode of a trial."""
+    run_dir = tmp_path / "rl2"
+    assert main(["train", "configs/rl/rl2-bandit-k5-n100.yaml", "--run-dir", str(run_dir), "--quiet",
+                 "--set", "train.iterations=2", "--set", "train.meta_batch_size=8", "--set",
+                 "train.episodes_per_trial=4", "--set", "policy.hidden_sizes=[8]", "--set", "eval.tasks=5"]) == 0
+    assert "episode of the trial" in capsys.readouterr().out
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["steps"] == [0, 1, 2, 3] and len(report["per_task_returns"][0]) == 5
+    assert all(0.0 <= value <= 1.0 for row in report["per_task_returns"] for value in row)  # one Bernoulli pull

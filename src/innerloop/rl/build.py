@@ -26,9 +26,7 @@ def env_factory(config: RLConfig, extra_options: dict[str, Any] | None = None):
 def build_rl_learner(config: RLConfig, env: MetaEnv):
     """The learner named by ``config.algorithm`` for ``env``'s spaces."""
     if config.algorithm == "rl2":
-        from innerloop.rl.algorithms.rl2 import RL2
-
-        return RL2.from_config(config, env)
+        return RL2Runner(config)
     policy = policy_for(env, config.policy.hidden_sizes, config.policy.nonlinearity, config.policy.init_std,
                         context_dim=config.policy.context_dim)
     inner = dict(inner_lr=config.inner.lr, inner_steps=config.inner.steps, first_order=config.inner.first_order,
@@ -60,3 +58,44 @@ def build_rl_learner(config: RLConfig, env: MetaEnv):
         return ProMP(policy, lr=outer.lr, epochs=outer.epochs, grad_clip=outer.grad_clip, kl_target=outer.kl_target,
                      kl_penalty=outer.kl_penalty, **clip, **inner)
     raise ConfigError(f"algorithm: '{config.algorithm}' has no builder")
+
+
+class RL2Runner:
+    """RL² behind the meta-RL trainer's and evaluation's interface.
+
+    An iteration runs ``train.episodes_per_task`` trials of ``train.episodes_per_trial`` episodes on
+    each of the ``meta_batch_size`` tasks, then RL²'s PPO update; the reported return is the mean
+    trial return. Evaluation reports the return of each episode of a trial (the recurrent state
+    is RL²'s adaptation), ``eval.steps`` is not used. GRU width: ``policy.hidden_sizes[0]``.
+    """
+
+    evaluation_label = "episode of the trial"
+
+    def __init__(self, config: RLConfig) -> None:
+        from innerloop.rl.algorithms.rl2 import RL2
+
+        outer = config.outer
+        self.rl2 = RL2(env_factory(config), episodes_per_trial=config.train.episodes_per_trial,
+                       hidden_size=config.policy.hidden_sizes[0] if config.policy.hidden_sizes else 256,
+                       lr=outer.lr, clip_range=0.2 if outer.clip is None else outer.clip, ppo_epochs=outer.epochs,
+                       num_minibatches=outer.minibatches, gamma=config.inner.gamma, gae_lambda=config.inner.gae_lambda,
+                       value_coef=outer.value_coef, entropy_coef=outer.entropy_coef,
+                       max_grad_norm=0.5 if outer.grad_clip is None else outer.grad_clip, init_std=config.policy.init_std)
+
+    def train_iteration(self, rollout, tasks, episodes_per_task: int, seed: int) -> dict[str, float]:
+        stats = self.rl2.train_step([task for task in tasks for _ in range(episodes_per_task)], seed)
+        trial_return = stats.pop("trial_return")
+        return {"return_before": trial_return, "return_after": trial_return, **stats}
+
+    def evaluate_tasks(self, rollout, tasks, episodes_per_task: int, seed: int, steps: int):
+        import torch
+
+        per_episode = torch.stack([self.rl2.evaluate_tasks(tasks, seed=seed * 1009 + trial)
+                                   for trial in range(episodes_per_task)]).mean(0)
+        return {"return": per_episode}
+
+    def state_dict(self) -> dict:
+        return self.rl2.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rl2.load_state_dict(state)

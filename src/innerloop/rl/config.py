@@ -57,13 +57,17 @@ class OuterConfig:
     grad_clip: float | None = None
     kl_target: float = 0.01  # promp: target of the inner-step KL penalty
     kl_penalty: float = 0.0005  # promp: initial eta of the inner-step KL penalty
+    minibatches: int = 4  # rl2: PPO minibatches of whole trials per epoch
+    entropy_coef: float = 0.01  # rl2
+    value_coef: float = 0.5  # rl2
 
 
 @dataclass
 class TrainConfig:
     iterations: int = 100  # outer updates
     meta_batch_size: int = 20  # tasks per outer update
-    episodes_per_task: int = 20  # episodes per task and per adaptation step
+    episodes_per_task: int = 20  # episodes per task and per adaptation step (rl2: trials per task)
+    episodes_per_trial: int = 2  # rl2: episodes of one task the recurrent state carries over
     checkpoint_every: int = 10
     log_every: int = 1
 
@@ -160,6 +164,8 @@ def validate_rl(config: RLConfig) -> None:
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    if config.train.episodes_per_trial < 1 or config.outer.minibatches < 1:
+        raise ConfigError("train.episodes_per_trial and outer.minibatches must be at least 1")
     if config.inner.steps < 0 or config.eval.steps < 0 or config.policy.context_dim < 0:
         raise ConfigError("inner.steps, eval.steps and policy.context_dim must be >= 0")
     if not 0 <= config.inner.gamma <= 1 or not 0 <= config.inner.gae_lambda <= 1:
