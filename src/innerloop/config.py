@@ -267,16 +267,20 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply overrides, validate."""
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe's values, or a :class:`ConfigError` saying why it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return config_from_dict(values, overrides)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply overrides, validate."""
+    return config_from_dict(read_recipe(path), overrides)
 
 
 def save_config(config: Config, path: Path) -> None:

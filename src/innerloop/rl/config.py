@@ -10,9 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from innerloop.config import _apply_override, _build
+from innerloop.config import _apply_override, _build, read_recipe
 from innerloop.errors import ConfigError
 
 ALGORITHMS = ("maml-trpo", "maml-ppo", "promp", "cavia", "pretrained", "rl2")
@@ -129,14 +127,8 @@ def rl_config_from_dict(values: dict[str, Any], overrides: list[str] | None = No
 
 
 def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return rl_config_from_dict(values, overrides)
+    """Read a meta-RL recipe, apply overrides, validate."""
+    return rl_config_from_dict(read_recipe(path), overrides)
 
 
 def validate_rl(config: RLConfig) -> None:
