@@ -16,7 +16,14 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
-    config = load_config(recipe)
+    if recipe.parent.name == "rl":
+        from innerloop.rl.config import load_rl_config
+
+        config = load_rl_config(recipe)
+        with pytest.raises(ConfigError, match="meta-RL recipe"):
+            load_config(recipe)
+    else:
+        config = load_config(recipe)
     assert config.name in recipe.read_text()
 
 

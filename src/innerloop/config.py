@@ -259,6 +259,9 @@ def _apply_override(tree: dict[str, Any], assignment: str) -> None:
 def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> Config:
     """Build and validate a :class:`Config` from nested dicts plus ``key=value`` overrides."""
     tree = dict(values or {})
+    if "env" in tree:
+        raise ConfigError("this is a meta-RL recipe (it has an 'env' section): train it with `innerloop train`, "
+                          "or load it with innerloop.rl.config.load_rl_config")
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
     for assignment in overrides or []:
         _apply_override(tree, assignment)
