@@ -97,6 +97,8 @@ def test_console_entry_point_lists_methods_and_recipes():
     result = subprocess.run([sys.executable, "-m", "innerloop", "list"], capture_output=True, text=True,
                             check=True)
     assert "protonet" in result.stdout and "configs/omniglot/protonet-20w5s.yaml" in result.stdout
+    assert "promp" in result.stdout and "halfcheetah-velocity" in result.stdout
+    assert "configs/rl/maml-trpo-navigation-2d.yaml" in result.stdout
 
 
 @pytest.mark.parametrize("command", [["train", "missing.yaml"], ["eval", "missing-run"]])

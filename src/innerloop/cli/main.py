@@ -172,6 +172,11 @@ def _list(args: argparse.Namespace) -> int:
     print("datasets:")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:12s} splits: {', '.join(spec.splits)}")
+    from innerloop.rl.config import ALGORITHMS as RL_ALGORITHMS
+    from innerloop.rl.envs import ENVIRONMENTS
+
+    print("meta-RL algorithms:  " + ", ".join(RL_ALGORITHMS))
+    print("meta-RL environments: " + ", ".join(ENVIRONMENTS))
     if RECIPES.is_dir():
         print("recipes:")
         for recipe in sorted(RECIPES.rglob("*.yaml")):
