@@ -18,6 +18,12 @@ training batch uses); the table gives the mean ± the 95% interval over tasks.
   ``argmax mean_i + sqrt(2 ln t / n_i)``) and the best arm in hindsight (always the arm with the
   largest ``p``; its expectation is ``N·K/(K+1)``).
 
+Both learners keep the weights that scored best on ``--validation-tasks`` tasks of their own seed
+(the same protocol, checked every ``--validate-every`` iterations, counted in the training time)
+and are tested with those: MAML-TRPO's post-update gain can vanish later in training (its
+meta-gradient ignores how the pre-update policy's pulls depend on ``θ``, so nothing stops that
+policy from becoming deterministic, after which one gradient step has nothing to learn from).
+
 Published (Mishra et al. 2018, SNAIL, Table 3, N = 100, K = 5; the RL² ("LSTM"), random and
 Gittins entries are copied there from Duan et al. 2016): Gittins 78.3, random 49.9, RL² 78.7,
 MAML 67.1 ± 1.1, SNAIL 79.1 ± 1.0.
@@ -26,13 +32,15 @@ MAML 67.1 ± 1.1, SNAIL 79.1 ± 1.0.
         [--maml-iterations 1000] [--arms 5] [--pulls 100] [--test-tasks 1000] [--table]
 
 Runs on one thread (``torch.set_num_threads(1)``); training cost is recorded as CPU time (the
-process's, ``time.process_time``) beside wall time, since a shared machine stretches the latter. ``--methods`` runs a subset and merges its
-rows into an existing JSON; ``--table`` writes the Markdown table next to the JSON and prints it.
+process's, ``time.process_time``) beside wall time, since a shared machine stretches the latter.
+``--methods`` runs a subset and merges its rows into an existing JSON; ``--table`` writes the
+Markdown table next to the JSON and prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -52,6 +60,7 @@ from innerloop.rl.rollout import VectorRollout
 
 RESULTS = Path(__file__).parent / "results"
 TEST_SEED = 2_000_000_011
+VALIDATION_SEED = 1_000_000_007
 PUBLISHED = {"source": "Mishra et al. 2018 (SNAIL), Table 3, N = 100, K = 5; the LSTM (RL²), random and Gittins "
                        "entries there are Duan et al. 2016's",
              "gittins": 78.3, "random": 49.9, "rl2": 78.7, "maml": [67.1, 1.1], "snail": [79.1, 1.0]}
@@ -90,6 +99,28 @@ def reference_rewards(probabilities: np.ndarray, pulls: int, rule: str, seed: in
     return rewards
 
 
+# --- model selection -------------------------------------------------------------------------------
+class Checkpoint:
+    """The policy weights with the best validation score so far (ties keep the earlier)."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        self.policy = policy
+        self.score = -math.inf
+        self.iteration = 0
+        self.state = copy.deepcopy(policy.state_dict())
+
+    def offer(self, score: float, iteration: int) -> None:
+        if score > self.score:
+            self.score, self.iteration, self.state = score, iteration, copy.deepcopy(self.policy.state_dict())
+
+    def restore(self) -> None:
+        self.policy.load_state_dict(self.state)
+
+
+def _validation_tasks(args: argparse.Namespace) -> list[dict]:
+    return make_env("bandit", num_arms=args.arms).sample_tasks(args.validation_tasks, seed=VALIDATION_SEED)
+
+
 # --- RL² -------------------------------------------------------------------------------------------
 def run_rl2(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
     torch.manual_seed(args.seed)
@@ -97,17 +128,22 @@ def run_rl2(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
     learner = RL2(lambda: make_env("bandit", num_arms=args.arms), episodes_per_trial=args.pulls,
                   hidden_size=args.rl2_hidden, lr=args.rl2_lr, gamma=args.rl2_gamma, gae_lambda=args.rl2_gae_lambda,
                   entropy_coef=args.rl2_entropy, ppo_epochs=args.rl2_epochs, num_minibatches=args.rl2_minibatches)
+    validation_tasks = _validation_tasks(args)
+    best = Checkpoint(learner.policy)
     start, cpu_start = time.perf_counter(), time.process_time()
     curve = []
     for iteration in range(args.rl2_iterations):
         tasks = env.sample_tasks(args.rl2_batch, seed=10_000_000 + args.seed * 100_000 + iteration)
         stats = learner.train_step(tasks, seed=args.seed * 100_000 + iteration)
-        if iteration % 50 == 0 or iteration == args.rl2_iterations - 1:
-            curve.append([iteration, round(stats["trial_return"], 3)])
-            print(f"RL² {iteration}: trial return {stats['trial_return']:.2f}, entropy {stats['entropy']:.3f}, "
-                  f"kl {stats['approx_kl']:.4f} ({time.process_time() - cpu_start:.0f} s CPU, "
-                  f"{time.perf_counter() - start:.0f} s wall)", flush=True)
+        if (iteration + 1) % args.validate_every == 0 or iteration == args.rl2_iterations - 1:
+            validation = float(learner.evaluate_tasks(validation_tasks, args.pulls, seed=VALIDATION_SEED).sum(0).mean())
+            best.offer(validation, iteration + 1)
+            curve.append([iteration + 1, round(stats["trial_return"], 3), round(validation, 3)])
+            print(f"RL² {iteration + 1}: trial return {stats['trial_return']:.2f}, validation {validation:.2f}, "
+                  f"entropy {stats['entropy']:.3f}, kl {stats['approx_kl']:.4f} "
+                  f"({time.process_time() - cpu_start:.0f} s CPU, {time.perf_counter() - start:.0f} s wall)", flush=True)
     cpu_seconds, seconds = time.process_time() - cpu_start, time.perf_counter() - start
+    best.restore()
     if args.save_dir:
         torch.save(learner.state_dict(), Path(args.save_dir) / "rl2.pt")
     per_pull = torch.cat([learner.evaluate_tasks(test_tasks[i:i + 250], args.pulls, seed=TEST_SEED + i)
@@ -118,7 +154,7 @@ def run_rl2(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
         "pulls": args.rl2_iterations * args.rl2_batch * args.pulls, "hidden_size": args.rl2_hidden,
         "lr": args.rl2_lr, "gamma": args.rl2_gamma, "gae_lambda": args.rl2_gae_lambda,
         "entropy_coef": args.rl2_entropy, "ppo_epochs": args.rl2_epochs, "minibatches": args.rl2_minibatches,
-        "training_curve": curve})
+        "selected_iteration": best.iteration, "training_curve [iteration, batch trial return, validation]": curve})
 
 
 # --- MAML ------------------------------------------------------------------------------------------
@@ -140,21 +176,30 @@ def run_maml(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
     torch.manual_seed(args.seed)
     env = make_env("bandit", num_arms=args.arms)
     policy = CategoricalMLPPolicy(1, args.arms, hidden_sizes=(args.maml_hidden, args.maml_hidden))
-    learner = MAMLTRPO(policy, inner_lr=args.maml_inner_lr, inner_steps=1, gamma=0.99, gae_lambda=1.0)
+    learner = MAMLTRPO(policy, max_kl=args.maml_max_kl, inner_lr=args.maml_inner_lr, inner_steps=1, gamma=0.99,
+                       gae_lambda=1.0)
     rollout = VectorRollout(lambda: make_env("bandit", num_arms=args.arms))
+    validation_tasks = _validation_tasks(args)
+    best = Checkpoint(learner.policy)
     start, cpu_start = time.perf_counter(), time.process_time()
     curve = []
     for iteration in range(args.maml_iterations):
         tasks = env.sample_tasks(args.maml_meta_batch, seed=20_000_000 + args.seed * 100_000 + iteration)
         batch = learner.collect(rollout, tasks, args.maml_pre_pulls, seed=args.seed * 100_000 + iteration)
         stats = learner.outer_step(batch)
-        if iteration % 25 == 0 or iteration == args.maml_iterations - 1:
+        if (iteration + 1) % args.validate_every == 0 or iteration == args.maml_iterations - 1:
             pre = float(torch.stack([b.train[0].rewards.mean() for b in batch]).mean())
             post = float(torch.stack([b.valid.rewards.mean() for b in batch]).mean())
-            curve.append([iteration, round(pre, 4), round(post, 4)])
-            print(f"MAML {iteration}: reward a pull before {pre:.3f}, after {post:.3f}, accepted {stats['accepted']:.0f} "
-                  f"({time.process_time() - cpu_start:.0f} s CPU, {time.perf_counter() - start:.0f} s wall)", flush=True)
+            validation = float(torch.cat([
+                maml_trial_rewards(learner, rollout, validation_tasks[i:i + 100], args.maml_pre_pulls, args.pulls,
+                                   seed=VALIDATION_SEED + i) for i in range(0, len(validation_tasks), 100)]).sum(1).mean())
+            best.offer(validation, iteration + 1)
+            curve.append([iteration + 1, round(pre, 4), round(post, 4), round(validation, 3)])
+            print(f"MAML {iteration + 1}: reward a pull before {pre:.3f}, after {post:.3f}, validation {validation:.2f}, "
+                  f"accepted {stats['accepted']:.0f} ({time.process_time() - cpu_start:.0f} s CPU, "
+                  f"{time.perf_counter() - start:.0f} s wall)", flush=True)
     cpu_seconds, seconds = time.process_time() - cpu_start, time.perf_counter() - start
+    best.restore()
     if args.save_dir:
         torch.save(learner.state_dict(), Path(args.save_dir) / "maml.pt")
     per_pull = torch.cat([maml_trial_rewards(learner, rollout, test_tasks[i:i + 100], args.maml_pre_pulls, args.pulls,
@@ -164,8 +209,10 @@ def run_maml(args: argparse.Namespace, test_tasks: list[dict]) -> dict:
                            "iterations": args.maml_iterations,
                            "meta_batch": args.maml_meta_batch, "pre_pulls": args.maml_pre_pulls,
                            "inner_lr": args.maml_inner_lr, "hidden_sizes": [args.maml_hidden] * 2,
+                           "max_kl": args.maml_max_kl,
                            "pulls": args.maml_iterations * args.maml_meta_batch * 2 * args.maml_pre_pulls,
-                           "training_curve": curve})
+                           "selected_iteration": best.iteration,
+                           "training_curve [iteration, batch reward a pull before, after, validation]": curve})
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -196,7 +243,8 @@ def markdown_table(report: dict) -> str:
              "|---|---|---|---|"]
     for row in report["results"]:
         training = row.get("training")
-        cost = (f"{training['cpu_seconds'] / 60:.0f} CPU min, {training['pulls'] / 1e6:.1f}M pulls" if training else "none")
+        cost = (f"{training['cpu_seconds'] / 60:.0f} CPU min, {training['pulls'] / 1e6:.1f}M pulls; weights of iteration "
+                f"{training['selected_iteration']} of {training['iterations']}" if training else "none")
         lines.append(f"| {row['method']} | {row['total_reward']:.1f} ± {row['ci95']:.1f} | "
                      f"{PUBLISHED_BY_KEY.get(row['key'], '—')} | {cost} |")
     lines.append("| Gittins index (published only) | — | 78.3 | — |")
@@ -225,6 +273,9 @@ def main() -> None:
     parser.add_argument("--maml-pre-pulls", type=int, default=20, help="M: pulls before MAML's one inner step")
     parser.add_argument("--maml-inner-lr", type=float, default=0.5)
     parser.add_argument("--maml-hidden", type=int, default=100)
+    parser.add_argument("--maml-max-kl", type=float, default=0.01, help="TRPO's trust region of the outer step")
+    parser.add_argument("--validation-tasks", type=int, default=200)
+    parser.add_argument("--validate-every", type=int, default=25, help="iterations between validations")
     parser.add_argument("--json", default=str(RESULTS / "rl_bandits.json"))
     parser.add_argument("--save-dir", help="write the trained RL² and MAML state dicts here")
     parser.add_argument("--table", action="store_true", help="write the Markdown table beside the JSON and print it")
