@@ -107,3 +107,15 @@ def test_readme_robustness_example_runs(omniglot_root, monkeypatch, capsys):
     labels = [condition.label for condition in namespace["conditions"]]
     assert labels[0] == "clean" and len(labels) == 5
     assert capsys.readouterr().out.count("%") >= 2 * 5
+
+
+def test_readme_meta_rl_example_runs(capsys):
+    code = readme_code(r"### Meta-reinforcement learning", "meta-RL example")
+    shortened = (code.replace("range(3)", "range(1)").replace("sample_tasks(20,", "sample_tasks(2,")
+                 .replace("episodes_per_task=20", "episodes_per_task=2").replace("sample_tasks(10,", "sample_tasks(2,"))
+    assert shortened.count("episodes_per_task=2,") == 2 and "range(1)" in shortened
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(shortened, str(README), "exec"), namespace)
+    assert namespace["returns"].shape == (2, 2) and torch.isfinite(namespace["returns"]).all()
+    assert len(capsys.readouterr().out.splitlines()) == 2
