@@ -206,3 +206,22 @@ def test_rl2_runs_through_the_command_line(tmp_path, capsys):
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["steps"] == [0, 1, 2, 3] and len(report["per_task_returns"][0]) == 5
     assert all(0.0 <= value <= 1.0 for row in report["per_task_returns"] for value in row)  # one Bernoulli pull
+
+
+def test_without_gymnasium_the_names_load_and_the_error_names_the_extra(tmp_path):
+    """`innerloop list` and recipe validation need no gymnasium; building an environment says what to install."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['gymnasium'] = None\n"
+        "from innerloop.rl.envs import ENVIRONMENTS, make_env\n"
+        "from innerloop.rl.config import rl_config_from_dict\n"
+        "rl_config_from_dict({'env': {'name': 'navigation-2d'}})\n"
+        "from innerloop.errors import MissingExtraError\n"
+        "try:\n    make_env('navigation-2d')\nexcept MissingExtraError as error:\n    print('refused:', error)\n"
+        "from innerloop.cli.main import main\n"
+        f"print('exit', main(['train', 'configs/rl/maml-trpo-navigation-2d.yaml', '--run-dir', r'{tmp_path}']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "refused:" in result.stdout and "pip install 'innerloop[rl]'" in result.stdout, result.stderr
+    assert "exit 2" in result.stdout and "innerloop[rl]" in result.stderr and "Traceback" not in result.stderr

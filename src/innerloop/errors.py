@@ -26,3 +26,7 @@ class TaskError(InnerloopError):
 
 class TrainingDiverged(InnerloopError):
     """The meta-loss became non-finite; the last good checkpoint is kept."""
+
+
+class MissingExtraError(InnerloopError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

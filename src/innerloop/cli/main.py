@@ -59,8 +59,19 @@ def _train_and_report(config: Config, run_dir: Path, data_root: str | None, prog
     return 0
 
 
+def _require_rl_extra() -> None:
+    """The meta-RL commands need gymnasium (the ``rl`` extra); say so instead of a traceback."""
+    from innerloop.errors import MissingExtraError
+
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError as error:
+        raise MissingExtraError(f"meta-RL runs need gymnasium: pip install 'innerloop[rl]' ({error})") from None
+
+
 def _train_rl(args: argparse.Namespace) -> int:
     """A meta-RL recipe (one with an ``env`` section): train, then score on the fixed test tasks."""
+    _require_rl_extra()
     from innerloop.rl.config import load_rl_config
     from innerloop.rl.evaluate import evaluate_rl_run
     from innerloop.rl.trainer import RLTrainer
@@ -111,6 +122,7 @@ def _eval(args: argparse.Namespace) -> int:
     from innerloop.evaluate.run import evaluate_run
 
     if _is_rl(Path(args.run_dir) / "config.yaml"):
+        _require_rl_extra()
         from innerloop.rl.evaluate import evaluate_rl_run
 
         overrides = list(args.set)

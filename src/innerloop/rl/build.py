@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from innerloop.errors import ConfigError
 from innerloop.rl.config import RLConfig
-from innerloop.rl.envs import MetaEnv, make_env
+from innerloop.rl.envs import make_env
+
+if TYPE_CHECKING:
+    from innerloop.rl.envs.base import MetaEnv
 from innerloop.rl.policies import policy_for
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from innerloop.rl.envs.base import MetaEnv, Task
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing base needs gymnasium; the names below do not
+    from innerloop.rl.envs.base import MetaEnv
 
 # name -> "module:class"; MuJoCo environments need the `rl` extra (gymnasium + mujoco),
 # Meta-World the `metaworld` extra.
@@ -36,4 +39,4 @@ def make_env(name: str, **options: Any) -> MetaEnv:
         raise ValueError(f"environment '{name}' does not take these options {sorted(options)}: {error}") from error
 
 
-__all__ = ["ENVIRONMENTS", "MetaEnv", "Task", "make_env"]
+__all__ = ["ENVIRONMENTS", "make_env"]

@@ -10,9 +10,8 @@ table: K = 5 arms, N = 100 pulls).
 from __future__ import annotations
 
 import numpy as np
-from gymnasium import spaces
 
-from innerloop.rl.envs.base import MetaEnv, Task, require_keys
+from innerloop.rl.envs.base import MetaEnv, Task, require_keys, spaces
 
 
 class BernoulliBandit(MetaEnv):

@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from innerloop.errors import MissingExtraError
+
 try:
     import gymnasium
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("innerloop.rl needs gymnasium: pip install 'innerloop[rl]'") from error
+except ImportError as error:
+    raise MissingExtraError(f"the meta-RL environments need gymnasium: pip install 'innerloop[rl]' ({error})") from error
 
 Task = dict[str, Any]
+spaces = gymnasium.spaces  # the environments import it from here, so a missing gymnasium names the extra
 
 
 class MetaEnv(gymnasium.Env):

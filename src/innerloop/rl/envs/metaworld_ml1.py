@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from innerloop.errors import MissingExtraError
 from innerloop.rl.envs.base import MetaEnv, Task, require_keys
 
 METAWORLD_EXTRA_HINT = "pip install 'innerloop[metaworld]' (metaworld==3.1.1 with mujoco==3.3.0)"
@@ -42,7 +43,7 @@ def _import_metaworld() -> Any:
     try:
         import metaworld
     except ImportError as error:
-        raise ImportError(f"MetaWorldML1 needs Meta-World: {METAWORLD_EXTRA_HINT} ({error})") from error
+        raise MissingExtraError(f"MetaWorldML1 needs Meta-World: {METAWORLD_EXTRA_HINT} ({error})") from error
     return metaworld
 
 

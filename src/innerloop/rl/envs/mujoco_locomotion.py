@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from innerloop.errors import MissingExtraError
 from innerloop.rl.envs.base import MetaEnv
 
 MUJOCO_EXTRA_HINT = "pip install 'innerloop[rl]' (gymnasium and mujoco==3.3.0)"
@@ -26,7 +27,7 @@ def require_mujoco() -> None:
     try:
         import gymnasium.envs.mujoco  # noqa: F401  (imports mujoco, imageio and packaging)
     except ImportError as error:
-        raise ImportError(f"the MuJoCo environments need MuJoCo: {MUJOCO_EXTRA_HINT} ({error})") from error
+        raise MissingExtraError(f"the MuJoCo environments need MuJoCo: {MUJOCO_EXTRA_HINT} ({error})") from error
 
 
 class LocomotionMetaEnv(MetaEnv):

@@ -10,9 +10,8 @@ after the move. Goals are drawn uniformly from ``[-goal_range, goal_range]²`` (
 from __future__ import annotations
 
 import numpy as np
-from gymnasium import spaces
 
-from innerloop.rl.envs.base import MetaEnv, Task, require_keys
+from innerloop.rl.envs.base import MetaEnv, Task, require_keys, spaces
 
 
 class Navigation2D(MetaEnv):

@@ -9,9 +9,8 @@ N(1, 1); the reward of a step is drawn from N(μ(s, a), 1). Episodes start in st
 from __future__ import annotations
 
 import numpy as np
-from gymnasium import spaces
 
-from innerloop.rl.envs.base import MetaEnv, Task, require_keys
+from innerloop.rl.envs.base import MetaEnv, Task, require_keys, spaces
 
 
 class TabularMDP(MetaEnv):
