@@ -28,7 +28,7 @@ Published (Mishra et al. 2018, SNAIL, Table 3, N = 100, K = 5; the RL² ("LSTM")
 Gittins entries are copied there from Duan et al. 2016): Gittins 78.3, random 49.9, RL² 78.7,
 MAML 67.1 ± 1.1, SNAIL 79.1 ± 1.0.
 
-    python -m benchmarks.rl_bandits [--methods rl2,maml,references] [--rl2-iterations 1500]
+    python -m benchmarks.rl_bandits [--methods rl2,maml,references] [--rl2-iterations 2400]
         [--maml-iterations 1000] [--arms 5] [--pulls 100] [--test-tasks 1000] [--table]
 
 Runs on one thread (``torch.set_num_threads(1)``); training cost is recorded as CPU time (the
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--pulls", type=int, default=100)
     parser.add_argument("--test-tasks", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rl2-iterations", type=int, default=1500)
+    parser.add_argument("--rl2-iterations", type=int, default=2400)
     parser.add_argument("--rl2-batch", type=int, default=256, help="trials (tasks) per PPO iteration")
     parser.add_argument("--rl2-hidden", type=int, default=128)
     parser.add_argument("--rl2-lr", type=float, default=1e-3)
@@ -290,19 +290,23 @@ def main() -> None:
     test_tasks = make_env("bandit", num_arms=args.arms).sample_tasks(args.test_tasks, seed=TEST_SEED)
     path = Path(args.json)
     settings = {"arms": args.arms, "pulls": args.pulls, "test_tasks": args.test_tasks, "test_seed": TEST_SEED}
-    report = json.loads(path.read_text()) if path.is_file() else {}
+    new_rows = []
+    if "references" in methods:
+        new_rows += run_references(args, test_tasks)
+    if "rl2" in methods:
+        new_rows.append(run_rl2(args, test_tasks))
+    if "maml" in methods:
+        new_rows.append(run_maml(args, test_tasks))
+    report = json.loads(path.read_text()) if path.is_file() else {}  # read now: another run may have written it
     if {key: report.get(key) for key in settings} != settings:
         report = {}  # another setting: start afresh
-    rows = {row["key"]: row for row in report.get("results", [])}
-    if "references" in methods:
-        rows.update({row["key"]: row for row in run_references(args, test_tasks)})
-    if "rl2" in methods:
-        rows["rl2"] = run_rl2(args, test_tasks)
-    if "maml" in methods:
-        rows["maml"] = run_maml(args, test_tasks)
+    rows = {row["key"]: {"command": report.get("command"), "date": report.get("date"), **row}
+            for row in report.get("results", [])}  # rows kept from an earlier run keep its command and date
+    command, today = "python -m benchmarks.rl_bandits " + " ".join(sys.argv[1:]), time.strftime("%Y-%m-%d")
+    rows.update({row["key"]: {**row, "command": command, "date": today} for row in new_rows})
     order = ["rl2", "maml", "thompson", "ucb1", "random", "oracle"]
-    report = {"benchmark": "rl_bandits", **settings, "date": time.strftime("%Y-%m-%d"),
-              "command": "python -m benchmarks.rl_bandits " + " ".join(sys.argv[1:]), "torch_threads": 1,
+    report = {"benchmark": "rl_bandits", **settings, "date": max(row["date"] for row in rows.values()),
+              "commands": sorted({row["command"] for row in rows.values()}), "torch_threads": 1,
               "published": PUBLISHED, "results": sorted(rows.values(), key=lambda row: order.index(row["key"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
