@@ -145,9 +145,13 @@ def test_a_crashed_run_resumes_to_the_same_parameters(tmp_path):
     lines = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]
     assert (straight / "learning_curve.png").stat().st_size > 1000
-    changed = rl_config_from_dict(config.to_dict(), ["seed=5"])
-    with pytest.raises(Exception, match="different seed"):
-        RLTrainer(changed, interrupted, progress=False).fit()
+    for override, key in (("seed=5", "seed"), ("outer.max_kl=0.02", "outer.max_kl"),
+                          ("train.meta_batch_size=3", "train.meta_batch_size")):
+        with pytest.raises(Exception, match=f"different {key}"):
+            RLTrainer(rl_config_from_dict(config.to_dict(), [override]), interrupted, progress=False).fit()
+    longer = rl_config_from_dict(config.to_dict(), ["train.iterations=4", "eval.tasks=7"])
+    RLTrainer(longer, interrupted, progress=False).fit()  # a longer run and another evaluation may resume
+    assert len((interrupted / "metrics.jsonl").read_text().splitlines()) == 4
 
 
 def test_command_line_trains_and_evaluates_an_rl_recipe(tmp_path, capsys):
@@ -174,6 +178,10 @@ def test_command_line_trains_and_evaluates_an_rl_recipe(tmp_path, capsys):
     (["algorithm=maml"], "algorithm"), (["env.name=cartpole"], "env.name"), (["inner.lr=0"], "inner.lr"),
     (["algorithm=cavia"], "context_dim"), (["policy.context_dim=4"], "CAVIA"), (["inner.steps=0"], "pretrained"),
     (["train.iterations=0"], "train.iterations"), (["env.options=3"], "env.options"), (["train.steps=3"], "train.steps"),
+    (["algorithm=promp", "outer.clip=1.5"], "outer.clip"), (["outer.grad_clip=0"], "outer.grad_clip"),
+    (["outer.line_search_ratio=1.2"], "line_search_ratio"), (["outer.cg_damping=-1"], "cg_damping"),
+    (["policy.hidden_sizes=[0]"], "hidden_sizes"), (["seed=-1"], "seed"), (["eval.seed=100000000000000000"], "eval.seed"),
+    (["algorithm=rl2", "policy.hidden_sizes=[]"], "GRU"), (["num_threads=-2"], "num_threads"),
 ])
 def test_bad_rl_recipes_are_refused_with_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -203,6 +211,12 @@ def test_rl2_runs_through_the_command_line(tmp_path, capsys):
                  "--set", "train.iterations=2", "--set", "train.meta_batch_size=8", "--set",
                  "train.episodes_per_trial=4", "--set", "policy.hidden_sizes=[8]", "--set", "eval.tasks=5"]) == 0
     assert "episode of the trial" in capsys.readouterr().out
+    from innerloop.rl.build import build_rl_learner
+    from innerloop.rl.trainer import load_run_config
+
+    config = load_run_config(run_dir)
+    learner = build_rl_learner(config, make_env("bandit"), {"num_arms": 3})
+    assert learner.rl2.sampler.envs[0].num_arms == 3  # RL² evaluates in the evaluation's environment
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["steps"] == [0, 1, 2, 3] and len(report["per_task_returns"][0]) == 5
     assert all(0.0 <= value <= 1.0 for row in report["per_task_returns"] for value in row)  # one Bernoulli pull

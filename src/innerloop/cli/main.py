@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score a run on fixed seeded test episodes")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                          help="which checkpoint to score (meta-RL runs keep last.pt only)")
     evaluate.add_argument("--episodes", type=int, help="test episodes (meta-RL runs: episodes per task and step)")
     evaluate.add_argument("--tasks", type=int, help="meta-RL runs: number of fixed test tasks")
     evaluate.add_argument("--steps", type=int, help="meta-RL runs: report after 0..STEPS adaptation steps")

@@ -26,10 +26,18 @@ def env_factory(config: RLConfig, extra_options: dict[str, Any] | None = None):
     return make
 
 
-def build_rl_learner(config: RLConfig, env: MetaEnv):
-    """The learner named by ``config.algorithm`` for ``env``'s spaces."""
+def build_rl_learner(config: RLConfig, env: MetaEnv, env_options: dict[str, Any] | None = None):
+    """The learner named by ``config.algorithm`` for ``env``'s spaces (RL² builds its own
+    environments: with ``env_options`` over the recipe's, as ``env`` was built)."""
+    try:
+        return _build_rl_learner(config, env, env_options)
+    except ValueError as error:  # a constructor refusing a value the config check let through
+        raise ConfigError(f"{config.algorithm}: {error}") from None
+
+
+def _build_rl_learner(config: RLConfig, env: MetaEnv, env_options: dict[str, Any] | None):
     if config.algorithm == "rl2":
-        return RL2Runner(config)
+        return RL2Runner(config, env_options)
     policy = policy_for(env, config.policy.hidden_sizes, config.policy.nonlinearity, config.policy.init_std,
                         context_dim=config.policy.context_dim)
     inner = dict(inner_lr=config.inner.lr, inner_steps=config.inner.steps, first_order=config.inner.first_order,
@@ -74,12 +82,12 @@ class RL2Runner:
 
     evaluation_label = "episode of the trial"
 
-    def __init__(self, config: RLConfig) -> None:
+    def __init__(self, config: RLConfig, env_options: dict[str, Any] | None = None) -> None:
         from innerloop.rl.algorithms.rl2 import RL2
 
         outer = config.outer
-        self.rl2 = RL2(env_factory(config), episodes_per_trial=config.train.episodes_per_trial,
-                       hidden_size=config.policy.hidden_sizes[0] if config.policy.hidden_sizes else 256,
+        self.rl2 = RL2(env_factory(config, env_options), episodes_per_trial=config.train.episodes_per_trial,
+                       hidden_size=config.policy.hidden_sizes[0],
                        lr=outer.lr, clip_range=0.2 if outer.clip is None else outer.clip, ppo_epochs=outer.epochs,
                        num_minibatches=outer.minibatches, gamma=config.inner.gamma, gae_lambda=config.inner.gae_lambda,
                        value_coef=outer.value_coef, entropy_coef=outer.entropy_coef,

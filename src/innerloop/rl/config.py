@@ -156,6 +156,26 @@ def validate_rl(config: RLConfig) -> None:
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    outer = config.outer
+    if outer.clip is not None and not 0 < outer.clip < 1:
+        raise ConfigError(f"outer.clip must lie in (0, 1), got {outer.clip}")
+    if outer.grad_clip is not None and outer.grad_clip <= 0:
+        raise ConfigError(f"outer.grad_clip must be positive (or null for none), got {outer.grad_clip}")
+    if not 0 < outer.line_search_ratio < 1 or outer.line_search_steps < 1:
+        raise ConfigError("outer.line_search_ratio must lie in (0, 1) and outer.line_search_steps be at least 1, got "
+                          f"{outer.line_search_ratio} and {outer.line_search_steps}")
+    for key in ("cg_damping", "kl_penalty", "entropy_coef", "value_coef"):
+        if getattr(outer, key) < 0:
+            raise ConfigError(f"outer.{key} must be >= 0, got {getattr(outer, key)}")
+    if any(size < 1 for size in config.policy.hidden_sizes):
+        raise ConfigError(f"policy.hidden_sizes must be positive, got {config.policy.hidden_sizes}")
+    if config.algorithm == "rl2" and len(config.policy.hidden_sizes) != 1:
+        raise ConfigError(f"rl2: policy.hidden_sizes is [the GRU's width], got {config.policy.hidden_sizes}")
+    for key, value in (("seed", config.seed), ("eval.seed", config.eval.seed)):
+        if not 0 <= value < 2 ** 32:
+            raise ConfigError(f"{key} must lie in [0, 2^32), got {value}")
+    if config.num_threads < 0:
+        raise ConfigError(f"num_threads must be >= 0 (0: torch's default), got {config.num_threads}")
     if config.train.episodes_per_trial < 1 or config.outer.minibatches < 1:
         raise ConfigError("train.episodes_per_trial and outer.minibatches must be at least 1")
     if config.inner.steps < 0 or config.eval.steps < 0 or config.policy.context_dim < 0:

@@ -90,7 +90,7 @@ def evaluate_rl_run(run_dir: str | Path, overrides: list[str] | None = None, ste
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     rollout = VectorRollout(env_factory(config, config.eval.env_options))
-    learner = build_rl_learner(config, rollout.envs[0])
+    learner = build_rl_learner(config, rollout.envs[0], config.eval.env_options)
     learner.load_state_dict(load_checkpoint(run_dir / LAST)["learner"])
     report = evaluate_learner(config, learner, rollout)
     (run_dir / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))

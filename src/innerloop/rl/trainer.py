@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from innerloop.errors import InnerloopError
+from innerloop.errors import InnerloopError, TrainingDiverged
 from innerloop.rl.build import build_rl_learner, env_factory
 from innerloop.rl.config import RLConfig, rl_config_from_dict
 from innerloop.rl.rollout import VectorRollout
@@ -28,6 +28,19 @@ from innerloop.train.checkpoint import LAST, load_checkpoint, save_checkpoint
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
+
+
+RESUMABLE_CHANGES = {"name", "train.iterations", "train.log_every", "train.checkpoint_every"}
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("options", "env_options"):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def iteration_seeds(seed: int, iteration: int) -> tuple[int, int]:
@@ -64,14 +77,18 @@ class RLTrainer:
         self.progress = progress
 
     def _check_resumable(self) -> None:
+        """Only the length of a run and its logging may change on resume (the rest is the saved run's)."""
         saved = self.run_dir / CONFIG_FILE
-        if saved.is_file():
-            previous = yaml.safe_load(saved.read_text())
-            keys = ("algorithm", "env", "policy", "seed")
-            changed = [key for key in keys if previous.get(key) != self.config.to_dict()[key]]
-            if changed and (self.run_dir / LAST).is_file():
+        if saved.is_file() and (self.run_dir / LAST).is_file():
+            previous = _flat(rl_config_from_dict(yaml.safe_load(saved.read_text())).to_dict())
+            current = _flat(self.config.to_dict())
+            changed = sorted(key for key in set(previous) | set(current)
+                             if previous.get(key) != current.get(key) and key not in RESUMABLE_CHANGES
+                             and not key.startswith("eval."))
+            if changed:
                 raise InnerloopError(f"{self.run_dir} holds a run with a different {', '.join(changed)}; "
-                                     "choose another --run-dir or delete that folder")
+                                     "only train.iterations, train.log_every, train.checkpoint_every, name and "
+                                     "eval.* may change when resuming: choose another --run-dir or keep those values")
 
     def fit(self) -> RLTrainResult:
         config = self.config
@@ -104,7 +121,7 @@ class RLTrainer:
             record = {"iteration": iteration + 1, **{k: float(v) for k, v in stats.items()},
                       "seconds": time.perf_counter() - tick}
             if not all(np.isfinite(v) for v in record.values()):
-                raise InnerloopError(f"iteration {iteration + 1} produced non-finite statistics {record}; "
+                raise TrainingDiverged(f"iteration {iteration + 1} produced non-finite statistics {record}; "
                                      "lower the step sizes (inner.lr, outer.max_kl or outer.lr)")
             history.append(record)
             with (self.run_dir / METRICS_FILE).open("a") as log:
