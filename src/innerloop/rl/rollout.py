@@ -10,6 +10,7 @@ episodes, and the global torch and NumPy RNGs are left untouched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,15 +70,18 @@ def sample_actions(distribution: Distribution, generator: torch.Generator) -> Te
                     "policies must return Independent(Normal) or Categorical")
 
 
-class VectorRollout:
-    """Collects episodes for several tasks at once from a pool of environment copies."""
+class EnvironmentPool:
+    """Copies of one environment, made on demand and reused, with the facts about its spaces."""
 
     def __init__(self, make_env: Callable[[], MetaEnv]) -> None:
         self.make_env = make_env
         self.envs: list[MetaEnv] = [make_env()]
-        self.horizon = int(self.envs[0].horizon)
-        space = self.envs[0].action_space
+        env = self.envs[0]
+        self.horizon = int(env.horizon)
+        self.observation_dim = int(math.prod(env.observation_space.shape))
+        space = env.action_space
         self.discrete = isinstance(space, spaces.Discrete)
+        self.action_dim = int(space.n) if self.discrete else int(math.prod(space.shape))
         self.action_low = None if self.discrete else np.asarray(space.low, dtype=np.float64)
         self.action_high = None if self.discrete else np.asarray(space.high, dtype=np.float64)
 
@@ -85,6 +89,10 @@ class VectorRollout:
         while len(self.envs) < size:
             self.envs.append(self.make_env())
         return self.envs[:size]
+
+
+class VectorRollout(EnvironmentPool):
+    """Collects episodes for several tasks at once from a pool of environment copies."""
 
     @torch.no_grad()
     def sample(self, policy: nn.Module, params: Sequence[Params], tasks: Sequence[Task], episodes_per_task: int,

@@ -51,7 +51,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from innerloop.rl.advantages import generalized_advantages
 from innerloop.rl.envs.base import MetaEnv, Task
-from innerloop.rl.rollout import Episodes, sample_actions
+from innerloop.rl.rollout import EnvironmentPool, Episodes, sample_actions
 
 
 class RecurrentPolicy(nn.Module):
@@ -143,25 +143,8 @@ class Trials:
         return returns.scatter_add_(0, self.episode_index, self.rewards * self.mask)
 
 
-class TrialSampler:
+class TrialSampler(EnvironmentPool):
     """Samples trials of several tasks at once from a pool of environment copies."""
-
-    def __init__(self, make_env: Callable[[], MetaEnv]) -> None:
-        self.make_env = make_env
-        self.envs: list[MetaEnv] = [make_env()]
-        env = self.envs[0]
-        self.horizon = int(env.horizon)
-        self.observation_dim = int(math.prod(env.observation_space.shape))
-        space = env.action_space
-        self.discrete = isinstance(space, spaces.Discrete)
-        self.action_dim = int(space.n) if self.discrete else int(math.prod(space.shape))
-        self.action_low = None if self.discrete else np.asarray(space.low, dtype=np.float64)
-        self.action_high = None if self.discrete else np.asarray(space.high, dtype=np.float64)
-
-    def _pool(self, size: int) -> list[MetaEnv]:
-        while len(self.envs) < size:
-            self.envs.append(self.make_env())
-        return self.envs[:size]
 
     @torch.no_grad()
     def sample(self, policy: RecurrentPolicy, tasks: Sequence[Task], episodes_per_trial: int, seed: int,
