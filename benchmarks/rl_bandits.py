@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from innerloop.evaluate.protocol import mean_and_ci95
-from innerloop.rl.adaptation import _child_seed
+from innerloop.rl.adaptation import child_seed
 from innerloop.rl.algorithms.maml_trpo import MAMLTRPO
 from innerloop.rl.algorithms.rl2 import RL2
 from innerloop.rl.envs import make_env
@@ -162,11 +162,11 @@ def maml_trial_rewards(learner: MAMLTRPO, rollout: VectorRollout, tasks: list[di
                        seed: int) -> torch.Tensor:
     """Reward of each pull, ``[num_tasks, pulls]``: ``pre_pulls`` with ``θ``, one inner step, the rest with ``θ'``."""
     params = [learner.initial_params(detach=True) for _ in tasks]
-    before = rollout.sample(learner.policy, params, tasks, pre_pulls, seed=_child_seed(seed, 0))
+    before = rollout.sample(learner.policy, params, tasks, pre_pulls, seed=child_seed(seed, 0))
     adapted = [{name: value.detach() for name, value in
                 learner.inner_update(params[i], episodes, learner.advantages(episodes), create_graph=False).items()}
                for i, episodes in enumerate(before)]
-    after = rollout.sample(learner.policy, adapted, tasks, pulls - pre_pulls, seed=_child_seed(seed, 1))
+    after = rollout.sample(learner.policy, adapted, tasks, pulls - pre_pulls, seed=child_seed(seed, 1))
     return torch.stack([torch.cat([b.rewards[0], a.rewards[0]]) for b, a in zip(before, after)]).double()
 
 

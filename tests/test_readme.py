@@ -119,3 +119,14 @@ def test_readme_meta_rl_example_runs(capsys):
     exec(compile(shortened, str(README), "exec"), namespace)
     assert namespace["returns"].shape == (2, 2) and torch.isfinite(namespace["returns"]).all()
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_readme_rl2_example_runs(capsys):
+    code = readme_code(r"#### RL²", "RL² example")
+    shortened = code.replace("range(150)", "range(2)").replace("sample_tasks(500,", "sample_tasks(7,")
+    assert shortened.count("range(2)") == 1 and "sample_tasks(7," in shortened
+    namespace: dict = {}
+    exec(compile(shortened, str(README), "exec"), namespace)
+    returns = namespace["returns"]
+    assert returns.shape == (20, 7) and ((returns == 0) | (returns == 1)).all()  # one Bernoulli pull per episode
+    assert "of 20 (random: 10)" in capsys.readouterr().out

@@ -139,13 +139,13 @@ class PolicyGradientMetaLearner:
         train: list[list[Episodes]] = [[] for _ in tasks]
         train_advantages: list[list[Tensor]] = [[] for _ in tasks]
         for step in range(steps):
-            batch = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=_child_seed(seed, step))
+            batch = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=child_seed(seed, step))
             for index, episodes in enumerate(batch):
                 advantages = self.advantages(episodes)
                 train[index].append(episodes)
                 train_advantages[index].append(advantages)
                 params[index] = _detached(self.inner_update(params[index], episodes, advantages, create_graph=False))
-        valid = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=_child_seed(seed, steps))
+        valid = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=child_seed(seed, steps))
         return [TaskRollouts(dict(task), train[i], train_advantages[i], valid[i], self.advantages(valid[i]))
                 for i, task in enumerate(tasks)]
 
@@ -161,7 +161,7 @@ class PolicyGradientMetaLearner:
         success = torch.zeros(steps + 1, len(tasks))
         reports_success = False
         for step in range(steps + 1):
-            batch = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=_child_seed(seed, step))
+            batch = rollout.sample(self.policy, params, tasks, episodes_per_task, seed=child_seed(seed, step))
             for index, episodes in enumerate(batch):
                 returns[step, index] = episodes.episode_returns().mean()
                 if episodes.success is not None:
@@ -191,7 +191,8 @@ def _detached(params: Params) -> Params:
     return {name: value.detach() for name, value in params.items()}
 
 
-def _child_seed(seed: int, index: int) -> int:
+def child_seed(seed: int, index: int) -> int:
+    """A seed for the ``index``-th sampling of a run seeded with ``seed`` (independent of the global RNG)."""
     return int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(seed * 1009 + index)))
 
 
