@@ -1,0 +1,125 @@
+"""Hyper-gradients by implicit differentiation of the inner optimum.
+
+If ``weights*`` is a stationary point of the inner objective, ``grad_w inner_loss(weights*, h) = 0``,
+the implicit function theorem gives (Bengio 2000; Pedregosa 2016; Lorraine et al. 2020)
+
+    d outer_loss / d h = grad_h outer_loss(weights*, h)
+                         - grad_h [ grad_w inner_loss(weights*, h) . inverse_hvp ]
+    inverse_hvp = H^{-1} grad_w outer_loss(weights*, h),     H = hessian_w inner_loss(weights*, h)
+
+independent of how ``weights*`` was found: the solver runs without a graph and only
+Hessian-vector products at the solution are needed (``torch.func.jvp`` of ``torch.func.grad``).
+The linear system is solved by
+
+* :class:`ImplicitCG` — conjugate gradient (``innerloop.functional.conjugate_gradient``, with
+  ``damping * I`` added to ``H`` when it is not positive definite), or
+* :class:`ImplicitNeumann` — the truncated Neumann series
+  ``inverse_hvp ~ step_size * sum_{j=0..terms} (I - step_size * H)^j grad_w outer_loss``
+  (Lorraine et al. 2020), which converges when ``step_size < 2 / largest eigenvalue of H``.
+
+Hyperparameters that act only through the solver (a learning rate) have no implicit gradient —
+at an exact optimum the solution does not depend on them — and are refused: use
+:class:`~innerloop.bilevel.unrolled.Unrolled` or :class:`~innerloop.bilevel.forward_mode.ForwardMode`.
+``Hypergradient.inner_gradient_norm`` says how stationary the solution really was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from innerloop.bilevel.problem import BilevelProblem, Hypergradient, check_inputs, detached, gradient_norm
+from innerloop.errors import ConfigError
+from innerloop.functional.implicit import conjugate_gradient
+from innerloop.functional.params import Params
+
+
+def _dot(left: Params, right: Params) -> Tensor:
+    return sum((left[name] * right[name]).sum() for name in left)
+
+
+def _hessian_vector_product(problem: BilevelProblem, solution: Params,
+                            hyperparameters: Params) -> Callable[[Params], Params]:
+    inner_gradient = torch.func.grad(lambda weights: problem.inner_loss(weights, hyperparameters))
+
+    def product(vector: Params) -> Params:
+        return torch.func.jvp(inner_gradient, (solution,), (vector,))[1]
+
+    return product
+
+
+def _refuse_solver_only(problem: BilevelProblem, solution: Params, hyperparameters: Params) -> None:
+    """Hyperparameters the objectives never read get an all-zero gradient here: refuse them."""
+    probe = {name: value.detach().requires_grad_(True) for name, value in hyperparameters.items()}
+    with torch.enable_grad():
+        used = torch.autograd.grad(problem.inner_loss(solution, probe) + problem.outer_loss(solution, probe),
+                                   list(probe.values()), allow_unused=True)
+    unused = [name for name, grad in zip(probe, used) if grad is None]
+    if unused:
+        raise ConfigError(f"hyperparameter(s) {unused} appear in neither inner_loss nor outer_loss: implicit "
+                          f"differentiation treats the inner solution as an exact optimum, which does not depend "
+                          f"on solver settings such as a learning rate; use Unrolled() or ForwardMode() for them")
+
+
+def _implicit(problem: BilevelProblem, weights: Params, hyperparameters: Params,
+              solve: Callable[[Callable[[Params], Params], Params], Params]) -> Hypergradient:
+    check_inputs(weights, hyperparameters)
+    constant = detached(hyperparameters)
+    with torch.no_grad():
+        solution, _ = problem.solver.run(problem.inner_loss, detached(weights), constant)
+    solution = detached(solution)
+    _refuse_solver_only(problem, solution, constant)
+    outer_weight_grad, outer_hyper_grad = torch.func.grad(problem.outer_loss, argnums=(0, 1))(solution, constant)
+    inverse_hvp = solve(_hessian_vector_product(problem, solution, constant), outer_weight_grad)
+    inner_gradient = torch.func.grad(problem.inner_loss)
+    mixed = torch.func.grad(lambda hyper: _dot(inner_gradient(solution, hyper), inverse_hvp))(constant)
+    gradient = {name: (outer_hyper_grad[name] - mixed[name]).detach() for name in constant}
+    return Hypergradient(gradient, solution, float(problem.outer_loss(solution, constant)),
+                         gradient_norm(problem.inner_loss, solution, constant))
+
+
+@dataclass(frozen=True)
+class ImplicitCG:
+    """Implicit hyper-gradient, ``H^{-1} v`` by ``iterations`` conjugate-gradient steps on ``H + damping I``."""
+
+    iterations: int = 20
+    damping: float = 0.0
+    tolerance: float = 1e-20
+
+    def hypergradient(self, problem: BilevelProblem, weights: Params, hyperparameters: Params) -> Hypergradient:
+        if self.iterations < 1 or self.damping < 0:
+            raise ConfigError(f"ImplicitCG needs iterations >= 1 and damping >= 0, got {self.iterations}, {self.damping}")
+
+        def solve(hvp: Callable[[Params], Params], rhs: Params) -> Params:
+            def damped(vector: Params) -> Params:
+                product = hvp(vector)
+                return {name: product[name] + self.damping * vector[name] for name in vector}
+            return conjugate_gradient(damped, rhs, self.iterations, self.tolerance)
+
+        return _implicit(problem, weights, hyperparameters, solve)
+
+
+@dataclass(frozen=True)
+class ImplicitNeumann:
+    """Implicit hyper-gradient, ``H^{-1} v ~ step_size * sum_{j<=terms} (I - step_size H)^j v``."""
+
+    terms: int = 20
+    step_size: float = 0.1
+
+    def hypergradient(self, problem: BilevelProblem, weights: Params, hyperparameters: Params) -> Hypergradient:
+        if self.terms < 0 or self.step_size <= 0:
+            raise ConfigError(f"ImplicitNeumann needs terms >= 0 and step_size > 0, got {self.terms}, {self.step_size}")
+
+        def solve(hvp: Callable[[Params], Params], rhs: Params) -> Params:
+            power = dict(rhs)
+            total = dict(rhs)
+            for _ in range(self.terms):
+                product = hvp(power)
+                power = {name: power[name] - self.step_size * product[name] for name in power}
+                total = {name: total[name] + power[name] for name in total}
+            return {name: self.step_size * value for name, value in total.items()}
+
+        return _implicit(problem, weights, hyperparameters, solve)
