@@ -162,6 +162,18 @@ def build_sampler(config: Config, split: Any, ways: int, shots: int, queries: in
     return EpisodeSampler(split, ways, shots, queries)
 
 
+def build_training_sampler(config: Config, split: Any) -> TaskSampler:
+    """The sampler of meta-training tasks: :func:`build_sampler`'s on ``split``, or with
+    ``data.pseudo_labels: cactus`` CACTUs tasks made from ``split``'s images without its labels
+    (:mod:`innerloop.unsupervised.cactus`)."""
+    train = config.train
+    if config.data.pseudo_labels == "cactus":
+        from innerloop.unsupervised.cactus import cactus_tasks
+
+        return cactus_tasks(config, split)
+    return build_sampler(config, split, train.ways, train.shots, train.queries)
+
+
 def set_threads(config: Config) -> None:
     """Torch's threads as configured, and freed memory kept for reuse (:mod:`innerloop.allocator`)."""
     keep_freed_memory()

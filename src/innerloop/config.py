@@ -37,6 +37,9 @@ class DataConfig:
     class_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])  # image-folder, csv-text:
     # the train and val shares of the classes (the rest: test), in a seeded order
     split_seed: int = 0  # image-folder, csv-text
+    # cactus: meta-train on tasks made by clustering the train split's images, never its labels
+    # (innerloop.unsupervised.cactus, settings in the cactus section); val/test stay labelled
+    pseudo_labels: str | None = None
 
 
 @dataclass
@@ -151,6 +154,19 @@ class EvalConfig:
 
 
 @dataclass
+class CactusConfig:
+    """CACTUs pseudo-labels (Hsu et al. 2019), used with ``data.pseudo_labels: cactus``."""
+
+    embedding: str = "pca"  # pca | random-conv4 | autoencoder (innerloop.unsupervised.embeddings)
+    embedding_dim: int = 64
+    blur_sigma: float = 1.5  # pca: Gaussian blur of the pixels (pixels) before the components
+    autoencoder_steps: int = 2000  # autoencoder: its training steps (batches of 128)
+    clusters: int = 500  # k of k-means in every partition
+    partitions: int = 50  # k-means partitions (0: unscaled embedding, others randomly scaled)
+    kmeans_iterations: int = 100
+
+
+@dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -161,6 +177,7 @@ class Config:
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cactus: CactusConfig = field(default_factory=CactusConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -342,6 +359,7 @@ def validate(config: Config) -> None:
                           f"({config.data.dataset} is a {spec.kind} dataset); use one of "
                           f"{', '.join(handles)}")
     _validate_evaluation_dataset(config, spec)
+    _validate_pseudo_labels(config, spec)
     if spec.kind == "regression":
         _validate_regression(config)
         return
@@ -413,6 +431,29 @@ def _validate_evaluation_dataset(config: Config, spec: Any) -> None:
                             evaluation.ways, evaluation.shots, evaluation.queries)
     except TaskError as error:
         raise ConfigError(f"eval.ways/shots/queries on eval.dataset {name}: {error}") from None
+
+
+def _validate_pseudo_labels(config: Config, spec: Any) -> None:
+    """``data.pseudo_labels: cactus`` and the ``cactus`` section: image classification data, a
+    known embedding, and at least ``train.ways`` clusters (whether enough clusters hold
+    ``shots + queries`` images is known after clustering, and checked then)."""
+    if config.data.pseudo_labels is None:
+        return
+    from innerloop.unsupervised.embeddings import EMBEDDINGS
+
+    _choice("data.pseudo_labels", config.data.pseudo_labels, ("cactus",))
+    if spec.kind != "classification" or spec.modality != "image":
+        raise ConfigError(f"data.pseudo_labels: cactus clusters images; {config.data.dataset} holds "
+                          f"{spec.modality} {spec.kind} data (remove data.pseudo_labels)")
+    cactus = config.cactus
+    _choice("cactus.embedding", cactus.embedding, EMBEDDINGS)
+    for key in ("embedding_dim", "clusters", "partitions", "kmeans_iterations", "autoencoder_steps"):
+        _at_least(f"cactus.{key}", getattr(cactus, key), 1)
+    _at_least("cactus.blur_sigma", cactus.blur_sigma, 0.0)
+    if cactus.clusters < config.train.ways:
+        raise ConfigError(f"cactus.clusters ({cactus.clusters}) < train.ways ({config.train.ways}): a "
+                          f"{config.train.ways}-way task needs that many clusters; raise cactus.clusters "
+                          f"or lower train.ways")
 
 
 def _validate_images(config: Config, spec: Any) -> None:

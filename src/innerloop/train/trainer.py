@@ -40,7 +40,8 @@ import torch
 from tqdm import tqdm
 
 from innerloop.algorithms.base import MetaLearner
-from innerloop.build import UserBackbone, build_learner, build_sampler, load_splits, set_threads
+from innerloop.build import (UserBackbone, build_learner, build_sampler, build_training_sampler,
+                             load_splits, set_threads)
 from innerloop.config import Config, config_from_dict, save_config, without_inapplicable_model_options
 from innerloop.data.store import ClassSplit
 from innerloop.errors import InnerloopError, TrainingDiverged
@@ -140,8 +141,7 @@ class Trainer:
         names = [config.data.train_split, config.data.val_split]
         self.splits = splits or load_splits(config, data_root, names)
         train = config.train
-        self.sampler = build_sampler(config, self.splits[config.data.train_split], train.ways,
-                                     train.shots, train.queries)
+        self.sampler = build_training_sampler(config, self.splits[config.data.train_split])
         evaluation = config.eval
         self.validation = FixedEpisodes(
             build_sampler(config, self.splits[config.data.val_split], evaluation.ways,
