@@ -1,0 +1,306 @@
+"""Online learning of a stream of unseen Omniglot classes: FTML, OML and naive fine-tuning.
+
+Every learner trains on the Omniglot *background* alphabets and is then scored on the same
+seeded streams of *evaluation*-alphabet classes (:class:`innerloop.online.ClassStream`:
+``--stream-classes`` classes in a seeded order, ``--classes-per-arrival`` at a time, each with
+``--train-shots`` training images shown one at a time and ``--test-shots`` held-out images).
+After every arrival the protocol (:func:`innerloop.online.evaluate_stream`) scores all classes
+seen so far, classified among all seen classes ("all seen") and among their own arrival's
+classes ("within task"); the numbers are means over ``--seeds`` stream orders with 95%
+intervals over those orders (one training run per method).
+
+* **FTML** (:class:`innerloop.online.FTML`): ``θ`` pre-trained by ``--ftml-steps`` MAML updates
+  (``--ftml-order``, first order by default) on 5-way 5-shot background episodes; on the stream
+  each arrival is a task: adapted from ``θ`` by ``--ftml-eval-steps`` inner steps, then buffered
+  and followed by ``--ftml-meta-steps`` MAML updates on buffered tasks. Seen classes are scored by adapting ``θ`` on their buffered images.
+* **OML** (:class:`innerloop.online.OML`): ``--oml-steps`` meta-updates (``--oml-meta-batch``
+  trajectories of one background class's ``--train-shots`` images plus 15 remembered images);
+  on the stream the RLN is frozen and the PLN takes one SGD step per image.
+* **Fine-tuning** (:class:`innerloop.online.NaiveFineTuning`): ``--pretrain-steps`` supervised
+  steps (batches of 64 background images) and, as a second row, the same network from scratch;
+  on the stream every weight takes one SGD step per image — the same updates as OML's PLN.
+
+The online learning rate of OML and fine-tuning is chosen from ``--lr-grid`` by the final
+all-seen accuracy on two streams of 30 *validation* classes: 64 background classes held out
+from all training (FTML's rates are its meta-training ones). The background classes used for
+training are the other 900.
+
+    python -m benchmarks.online_omniglot_stream [--seeds 8] [--stream-classes 100] [--quick]
+
+writes ``benchmarks/results/online_omniglot_stream.json`` (curves and summaries), the Markdown
+table beside it and the plot ``docs/online-omniglot-stream.png``. Runs on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from innerloop.data import load_split
+from innerloop.data.store import ClassSplit
+from innerloop.online import (
+    FTML,
+    OML,
+    VIEWS,
+    ClassBatches,
+    ClassStream,
+    NaiveFineTuning,
+    OnlineNetwork,
+    evaluate_stream,
+    subset,
+    summarize_records,
+)
+from innerloop.tasks.sampler import EpisodeSampler
+
+RESULTS = Path(__file__).parent / "results"
+DOCS = Path(__file__).parent.parent / "docs"
+VALIDATION_CLASSES = 64
+VALIDATION_STREAM_CLASSES = 30
+SPLIT_SEED = 12345
+LABELS = {"ftml": "FTML", "oml": "OML", "finetune": "Fine-tuning (pretrained)",
+          "scratch": "Fine-tuning (from scratch)"}
+
+
+def background_splits(root: str | None) -> tuple[ClassSplit, ClassSplit]:
+    """The background alphabets cut into training classes and held-out validation classes."""
+    background = load_split("omniglot", "background", root, rotations=(0,))
+    order = torch.randperm(background.num_classes, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    return (subset(background, order[VALIDATION_CLASSES:], "background-train"),
+            subset(background, order[:VALIDATION_CLASSES], "background-validation"))
+
+
+def network(args: argparse.Namespace, num_outputs: int) -> OnlineNetwork:
+    return OnlineNetwork(num_outputs, hidden_channels=args.channels, hidden_size=args.hidden)
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def train(name: str, num_steps: int, step, log_every: int) -> dict:
+    """Run ``step(i) -> metrics`` ``num_steps`` times; the training's cost and last metrics."""
+    start, cpu = time.perf_counter(), time.process_time()
+    recent: list[dict] = []
+    for index in range(num_steps):
+        recent = (recent + [step(index)])[-log_every:]
+        if (index + 1) % log_every == 0 or index == num_steps - 1:
+            means = {k: round(sum(m[k] for m in recent) / len(recent), 4) for k in recent[0]}
+            log(f"{name} {index + 1}/{num_steps} {means} ({time.perf_counter() - start:.0f} s)")
+    return {"steps": num_steps, "wall_seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(time.process_time() - cpu, 1), "last": means if num_steps else {}}
+
+
+def train_ftml(args: argparse.Namespace, split: ClassSplit) -> tuple[FTML, dict]:
+    torch.manual_seed(args.seed)
+    learner = FTML(network(args, 5), inner_lr=args.ftml_inner_lr, num_inner_steps=args.ftml_inner_steps,
+                   eval_inner_steps=args.ftml_eval_steps, order=args.ftml_order, meta_lr=args.meta_lr,
+                   meta_batch_size=args.ftml_meta_batch, meta_steps_per_arrival=args.ftml_meta_steps,
+                   support_shots=args.ftml_support_shots)
+    sampler = EpisodeSampler(split, 5, args.train_shots, args.ftml_queries)
+    generator = torch.Generator().manual_seed(args.seed)
+    cost = train("ftml", args.ftml_steps, lambda _: learner.meta_update(sampler.sample(args.ftml_meta_batch, generator)),
+                 args.log_every)
+    return learner, cost
+
+
+def train_oml(args: argparse.Namespace, split: ClassSplit) -> tuple[OML, dict]:
+    torch.manual_seed(args.seed)
+    learner = OML(network(args, split.num_classes), inner_lr=args.oml_inner_lr, order=args.oml_order)
+    batches, generator = ClassBatches(split), torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(learner.network.parameters(), lr=args.meta_lr)
+
+    def step(_: int) -> dict:
+        optimizer.zero_grad(set_to_none=True)
+        metrics = []
+        for _ in range(args.oml_meta_batch):
+            trajectory_x, trajectory_y = batches.sample(1, args.train_shots, generator)
+            remember_x, remember_y = batches.sample(args.oml_remember, 1, generator)
+            loss, values = learner.meta_loss(trajectory_x, trajectory_y, remember_x, remember_y)
+            (loss / args.oml_meta_batch).backward()
+            metrics.append(values)
+        optimizer.step()
+        return {k: sum(m[k] for m in metrics) / len(metrics) for k in metrics[0]}
+
+    return learner, train("oml", args.oml_steps, step, args.log_every)
+
+
+def train_finetune(args: argparse.Namespace, split: ClassSplit) -> tuple[NaiveFineTuning, dict]:
+    torch.manual_seed(args.seed)
+    learner = NaiveFineTuning(network(args, split.num_classes))
+    batches, generator = ClassBatches(split), torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(learner.network.parameters(), lr=args.meta_lr)
+
+    def step(_: int) -> dict:
+        optimizer.zero_grad(set_to_none=True)
+        loss, metrics = learner.supervised_loss(*batches.sample(64, 1, generator))
+        loss.backward()
+        optimizer.step()
+        return metrics
+
+    return learner, train("finetune", args.pretrain_steps, step, args.log_every)
+
+
+def choose_online_lr(learner, validation: ClassSplit, args: argparse.Namespace) -> tuple[float, dict]:
+    """The ``--lr-grid`` rate with the best final all-seen accuracy on two validation streams."""
+    streams = [ClassStream(validation, VALIDATION_STREAM_CLASSES, args.train_shots, args.test_shots,
+                           args.classes_per_arrival, seed) for seed in (10_001, 10_002)]
+    scores = {}
+    for lr in args.lr_grid:
+        learner.online_lr = lr
+        scores[lr] = sum(float(evaluate_stream(learner, s).seen_accuracy("all_seen")[-1]) for s in streams) / 2
+    best = max(scores, key=scores.get)
+    learner.online_lr = best
+    log(f"{learner.name}: online lr {best} (validation all-seen accuracy by rate {scores})")
+    return best, {str(lr): round(score, 4) for lr, score in scores.items()}
+
+
+def markdown_table(report: dict) -> str:
+    def cell(pair: list[float], scale: float = 100.0) -> str:
+        return "—" if pair[0] is None or math.isnan(pair[0]) else f"{scale * pair[0]:.1f} ± {scale * pair[1]:.1f}"
+
+    settings = report["settings"]
+    lines = [f"Omniglot evaluation alphabets, {settings['stream_classes']} classes arriving "
+             f"{settings['classes_per_arrival']} at a time, {settings['train_shots']} training images per class shown "
+             f"one at a time, {settings['test_shots']} held-out images per class; mean ± 95% CI over "
+             f"{len(settings['seeds'])} stream orders ({report['date']}, {report['wall_minutes']} min wall, one thread).",
+             "",
+             "| Method | All seen: final acc. (%) | All seen: forgetting | All seen: new-class acc. | "
+             "Within task: final acc. | Within task: forgetting | New task before its updates → after | "
+             "Training (wall) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["results"]:
+        s = row["summary"]
+        speed = s["learning_speed"]["curve"]
+        lines.append(f"| {LABELS[row['key']]} | {cell(s['all_seen']['final_seen_accuracy'])} | "
+                     f"{cell(s['all_seen']['forgetting'])} | {cell(s['all_seen']['new_class_accuracy'])} | "
+                     f"{cell(s['within_task']['final_seen_accuracy'])} | {cell(s['within_task']['forgetting'])} | "
+                     f"{cell(speed[0])} → {cell(speed[-1])} ({len(speed) - 1} {row['update_unit']}) | "
+                     f"{row['training'].get('wall_seconds', 0) / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    titles = {"all_seen": "among all seen classes (class-incremental)",
+              "within_task": f"within each arrival ({report['settings']['classes_per_arrival']}-way)"}
+    for axis, view in zip(axes, VIEWS):
+        for row in report["results"]:
+            s = row["summary"]
+            x = s["classes_seen"]
+            mean = [m for m, _ in s[view]["seen_curve"]]
+            half = [0.0 if math.isnan(h) else h for _, h in s[view]["seen_curve"]]
+            line, = axis.plot(x, mean, marker=".", label=LABELS[row["key"]])
+            axis.fill_between(x, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                              color=line.get_color(), alpha=0.2)
+        axis.set_xlabel("classes seen")
+        axis.set_ylabel("accuracy on all seen classes (held-out images)")
+        axis.set_title(titles[view], fontsize=10)
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("Omniglot class stream (evaluation alphabets): mean and 95% CI over stream orders", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None, help="folder holding omniglot/ (default: INNERLOOP_DATA)")
+    parser.add_argument("--methods", default="ftml,oml,finetune,scratch")
+    parser.add_argument("--seeds", type=int, default=8, help="stream orders (seeds 0..seeds-1)")
+    parser.add_argument("--stream-classes", type=int, default=100)
+    parser.add_argument("--classes-per-arrival", type=int, default=5)
+    parser.add_argument("--train-shots", type=int, default=5)
+    parser.add_argument("--test-shots", type=int, default=15)
+    parser.add_argument("--channels", type=int, default=32, help="Conv-4 channels")
+    parser.add_argument("--hidden", type=int, default=64, help="width of the head's hidden layer")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--meta-lr", type=float, default=1e-3, help="Adam rate of every training")
+    parser.add_argument("--ftml-steps", type=int, default=3000)
+    parser.add_argument("--ftml-inner-lr", type=float, default=0.1)
+    parser.add_argument("--ftml-inner-steps", type=int, default=5)
+    parser.add_argument("--ftml-eval-steps", type=int, default=10)
+    parser.add_argument("--ftml-order", default="first", help="first (default, for the budget) or second")
+    parser.add_argument("--ftml-meta-batch", type=int, default=4)
+    parser.add_argument("--ftml-queries", type=int, default=5)
+    parser.add_argument("--ftml-meta-steps", type=int, default=5, help="MAML updates after each arrival")
+    parser.add_argument("--ftml-support-shots", type=int, default=3)
+    parser.add_argument("--oml-steps", type=int, default=12000)
+    parser.add_argument("--oml-meta-batch", type=int, default=4)
+    parser.add_argument("--oml-remember", type=int, default=15)
+    parser.add_argument("--oml-inner-lr", type=float, default=0.1)
+    parser.add_argument("--oml-order", default="second")
+    parser.add_argument("--pretrain-steps", type=int, default=6000)
+    parser.add_argument("--lr-grid", type=lambda text: [float(v) for v in text.split(",")],
+                        default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: check that everything runs")
+    parser.add_argument("--json", default=str(RESULTS / "online_omniglot_stream.json"))
+    parser.add_argument("--plot", default=str(DOCS / "online-omniglot-stream.png"))
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.stream_classes, args.ftml_steps, args.oml_steps, args.pretrain_steps = 2, 20, 5, 5, 5
+        args.lr_grid, args.log_every = [0.01, 0.1], 5
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    methods = args.methods.split(",")
+    train_split, validation = background_splits(args.data_root)
+    evaluation = load_split("omniglot", "evaluation", args.data_root, rotations=(0,))
+    streams = [ClassStream(evaluation, args.stream_classes, args.train_shots, args.test_shots,
+                           args.classes_per_arrival, seed) for seed in range(args.seeds)]
+    results = []
+    for key in methods:
+        extra: dict = {}
+        if key == "ftml":
+            learner, training = train_ftml(args, train_split)
+            unit = "inner steps on the task's images"
+        elif key == "oml":
+            learner, training = train_oml(args, train_split)
+            unit = "SGD steps, one image each"
+        elif key in ("finetune", "scratch"):
+            learner, training = train_finetune(args, train_split) if key == "finetune" else (
+                NaiveFineTuning(network(args, train_split.num_classes), name="scratch"), {"steps": 0})
+            unit = "SGD steps, one image each"
+        else:
+            raise SystemExit(f"unknown method {key!r}; choose from {', '.join(LABELS)}")
+        if key != "ftml":
+            extra["online_lr"], extra["validation_by_lr"] = choose_online_lr(learner, validation, args)
+        records = []
+        for stream in streams:
+            records.append(evaluate_stream(learner, stream))
+            log(f"{key} seed {stream.seed}: all-seen {float(records[-1].seen_accuracy('all_seen')[-1]):.3f}, "
+                f"within-task {float(records[-1].seen_accuracy('within_task')[-1]):.3f} "
+                f"({records[-1].seconds:.0f} s)")
+        results.append({"key": key, "training": training, "update_unit": unit, **extra,
+                        "summary": summarize_records(records), "records": [r.to_json() for r in records]})
+    report = {"benchmark": "online_omniglot_stream", "date": time.strftime("%Y-%m-%d"),
+              "command": "python -m benchmarks.online_omniglot_stream " + " ".join(sys.argv[1:]),
+              "wall_minutes": round((time.perf_counter() - start) / 60, 1), "torch_threads": 1,
+              "settings": {"stream_classes": args.stream_classes, "classes_per_arrival": args.classes_per_arrival,
+                           "train_shots": args.train_shots, "test_shots": args.test_shots,
+                           "seeds": list(range(args.seeds)), "arguments": vars(args)},
+              "results": results}
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown_table(report)
+    path.with_suffix(".md").write_text(table)
+    plot(report, Path(args.plot))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
