@@ -80,7 +80,8 @@ def test_meta_feature_scaler_standardises_columns_and_leaves_constant_ones_finit
     np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(scaled[:, [0, 2]].std(axis=0), 1.0)
     np.testing.assert_array_equal(scaled[:, 1], 0.0)
-    np.testing.assert_allclose(scaler.transform(np.array([6.0, 7.0, 1.0]))[:2], [(6.0 - 2.0) / math.sqrt(8 / 3), 2.0])  # mean 2, population std sqrt(8/3)
+    # column 0: mean 2, population std sqrt(8/3); column 1 is constant (5), so its scale is 1: 7 -> 2
+    np.testing.assert_allclose(scaler.transform(np.array([6.0, 7.0, 1.0]))[:2], [(6.0 - 2.0) / math.sqrt(8 / 3), 2.0])
 
 
 def test_split_is_stratified_seeded_and_labels_are_remapped():

@@ -25,6 +25,7 @@ from innerloop.automl import (
     synthetic_datasets,
     warm_start_configurations,
 )
+from innerloop.automl.similarity_search import propose_next, relative_scores, score_similarity, similarity_search
 
 
 def knowledge_of(meta_features: list[list[float]], scores: list[list[float]]) -> MetaKnowledge:
@@ -141,3 +142,35 @@ def test_leaving_a_dataset_out_removes_its_row(small_collection, tmp_path):
     assert rest.dataset_names == (datasets[0].name, datasets[2].name)
     np.testing.assert_array_equal(rest.scores, knowledge.scores[[0, 2]])
     np.testing.assert_array_equal(rest.meta_features, knowledge.meta_features[[0, 2]])
+
+
+def test_similarity_search_follows_the_dataset_whose_scores_rank_alike():
+    # d0 ranks configurations 0 < 1 < 2 < 3 < 4; d1 the reverse. The target scored 0.2 on
+    # configuration 0 and 0.4 on 1 (rising, like d0): correlation +1 with d0, -1 with d1,
+    # so the next proposal is d0's best unevaluated configuration, 4.
+    scores = [[0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.4, 0.3, 0.2, 0.1]]
+    knowledge = knowledge_of([[0.0], [1.0]], scores)
+    np.testing.assert_allclose(score_similarity(knowledge, [0, 1], [0.2, 0.4]), [1.0, -1.0])
+    np.testing.assert_array_equal(score_similarity(knowledge, [0], [0.2]), [0.0, 0.0])  # undefined: one point
+    assert propose_next(knowledge, [0, 1], [0.2, 0.4], num_neighbours=1) == 4
+    assert propose_next(knowledge, [0, 1], [0.4, 0.2], num_neighbours=1) == 2  # like d1: its best left is 2
+    # one evaluation: no similarity yet, the fallback (meta-feature) neighbour d1 decides
+    assert propose_next(knowledge, [3], [0.9], num_neighbours=1, fallback_neighbours=[1]) == 0
+    np.testing.assert_allclose(relative_scores(knowledge.scores)[0], [0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_similarity_search_evaluates_the_initial_list_first_and_never_repeats():
+    generator = np.random.default_rng(5)
+    knowledge = knowledge_of(generator.normal(size=(6, 2)).tolist(), generator.random((6, 12)).tolist())
+    target = generator.random(12)
+    calls = []
+
+    def objective(index: int) -> float:
+        calls.append(index)
+        return float(target[index])
+
+    order, observed = similarity_search(knowledge, [5, 2], objective, budget=12, num_neighbours=2)
+    assert order[:2] == [5, 2] and sorted(order) == list(range(12)) and calls == order
+    np.testing.assert_array_equal(observed, target[order])
+    with pytest.raises(ValueError, match="budget"):
+        similarity_search(knowledge, [], objective, budget=13)

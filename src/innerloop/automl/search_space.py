@@ -110,8 +110,10 @@ def build_estimator(configuration: Configuration, num_features: int, num_train_e
     if configuration.model == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(C=10.0 ** float(params["log10_C"]), max_iter=1000))
     if configuration.model == "knn":
-        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(int(params["n_neighbors"]), num_train_examples or 10**9),
-                                                                    weights=str(params["weights"])))
+        neighbours = int(params["n_neighbors"])
+        if num_train_examples is not None:
+            neighbours = min(neighbours, num_train_examples)
+        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=neighbours, weights=str(params["weights"])))
     if configuration.model in ("random_forest", "extra_trees"):
         forest = RandomForestClassifier if configuration.model == "random_forest" else ExtraTreesClassifier
         return forest(n_estimators=NUM_TREES, max_features=float(params["max_features"]),
