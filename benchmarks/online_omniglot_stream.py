@@ -29,6 +29,8 @@ training are the other 900.
 
 writes ``benchmarks/results/online_omniglot_stream.json`` (curves and summaries), the Markdown
 table beside it and the plot ``docs/online-omniglot-stream.png``. Runs on one thread.
+``--methods`` runs a subset and merges its rows into an existing JSON of the same stream settings
+(each row keeps its own command, date and wall time).
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def markdown_table(report: dict) -> str:
              "",
              "| Method | All seen: final acc. (%) | All seen: forgetting | All seen: new-class acc. | "
              "Within task: final acc. | Within task: forgetting | New task before its updates → after | "
-             "Training (wall) |",
+             "Training / all (wall) |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["results"]:
         s = row["summary"]
@@ -181,7 +183,7 @@ def markdown_table(report: dict) -> str:
                      f"{cell(s['all_seen']['forgetting'])} | {cell(s['all_seen']['new_class_accuracy'])} | "
                      f"{cell(s['within_task']['final_seen_accuracy'])} | {cell(s['within_task']['forgetting'])} | "
                      f"{cell(speed[0])} → {cell(speed[-1])} ({len(speed) - 1} {row['update_unit']}) | "
-                     f"{row['training'].get('wall_seconds', 0) / 60:.1f} min |")
+                     f"{row['training'].get('wall_seconds', 0) / 60:.1f} / {row.get('wall_minutes') or '?'} min |")
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +205,9 @@ def plot(report: dict, path: Path) -> None:
             line, = axis.plot(x, mean, marker=".", label=LABELS[row["key"]])
             axis.fill_between(x, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
                               color=line.get_color(), alpha=0.2)
+        x = report["results"][0]["summary"]["classes_seen"]
+        ways = report["settings"]["classes_per_arrival"]
+        axis.plot(x, [1 / n if view == "all_seen" else 1 / ways for n in x], "--", color="gray", label="chance")
         axis.set_xlabel("classes seen")
         axis.set_ylabel("accuracy on all seen classes (held-out images)")
         axis.set_title(titles[view], fontsize=10)
@@ -255,7 +260,6 @@ def main() -> None:
         args.seeds, args.stream_classes, args.ftml_steps, args.oml_steps, args.pretrain_steps = 2, 20, 5, 5, 5
         args.lr_grid, args.log_every = [0.01, 0.1], 5
     torch.set_num_threads(1)
-    start = time.perf_counter()
     methods = args.methods.split(",")
     train_split, validation = background_splits(args.data_root)
     evaluation = load_split("omniglot", "evaluation", args.data_root, rotations=(0,))
@@ -263,6 +267,7 @@ def main() -> None:
                            args.classes_per_arrival, seed) for seed in range(args.seeds)]
     results = []
     for key in methods:
+        method_start = time.perf_counter()
         extra: dict = {}
         if key == "ftml":
             learner, training = train_ftml(args, train_split)
@@ -285,15 +290,22 @@ def main() -> None:
                 f"within-task {float(records[-1].seen_accuracy('within_task')[-1]):.3f} "
                 f"({records[-1].seconds:.0f} s)")
         results.append({"key": key, "training": training, "update_unit": unit, **extra,
+                        "wall_minutes": round((time.perf_counter() - method_start) / 60, 1),
                         "summary": summarize_records(records), "records": [r.to_json() for r in records]})
-    report = {"benchmark": "online_omniglot_stream", "date": time.strftime("%Y-%m-%d"),
-              "command": "python -m benchmarks.online_omniglot_stream " + " ".join(sys.argv[1:]),
-              "wall_minutes": round((time.perf_counter() - start) / 60, 1), "torch_threads": 1,
-              "settings": {"stream_classes": args.stream_classes, "classes_per_arrival": args.classes_per_arrival,
-                           "train_shots": args.train_shots, "test_shots": args.test_shots,
-                           "seeds": list(range(args.seeds)), "arguments": vars(args)},
-              "results": results}
+    command, today = "python -m benchmarks.online_omniglot_stream " + " ".join(sys.argv[1:]), time.strftime("%Y-%m-%d")
+    settings = {"stream_classes": args.stream_classes, "classes_per_arrival": args.classes_per_arrival,
+                "train_shots": args.train_shots, "test_shots": args.test_shots, "seeds": list(range(args.seeds))}
     path = Path(args.json)
+    report = json.loads(path.read_text()) if path.is_file() else {}  # read now: another run may have written it
+    same = {k: v for k, v in report.get("settings", {}).items() if k != "arguments"} == settings
+    rows = {row["key"]: {"command": report.get("command"), "date": report.get("date"), "wall_minutes": None, **row}
+            for row in report.get("results", [])} if same else {}  # older rows keep their command and date
+    rows.update({row["key"]: {**row, "command": command, "date": today, "arguments": vars(args)} for row in results})
+    order = list(LABELS)
+    report = {"benchmark": "online_omniglot_stream", "date": max(row["date"] for row in rows.values()),
+              "commands": sorted({row["command"] for row in rows.values()}),
+              "wall_minutes": round(sum(row["wall_minutes"] or 0 for row in rows.values()), 1), "torch_threads": 1,
+              "settings": settings, "results": sorted(rows.values(), key=lambda row: order.index(row["key"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     table = markdown_table(report)
