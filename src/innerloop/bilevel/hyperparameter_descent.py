@@ -37,12 +37,17 @@ class DescentHistory:
         weights: the inner solution for them (detached; from the last outer step's solve).
         outer_losses: the outer loss at every outer step, before that step's update.
         inner_gradient_norms: how stationary each inner solution was.
+        best_hyperparameters: those with the lowest outer loss seen (the loss is evaluated at
+            every step anyway, so keeping the best costs nothing — as a search keeps its best).
+        best_outer_loss: that loss.
     """
 
     hyperparameters: Params
     weights: Params
     outer_losses: list[float] = field(default_factory=list)
     inner_gradient_norms: list[float] = field(default_factory=list)
+    best_hyperparameters: Params = field(default_factory=dict)
+    best_outer_loss: float = float("inf")
 
 
 def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparameters: Params, method: object,
@@ -63,6 +68,8 @@ def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparame
             raise TrainingDiverged(f"the hyper-gradient became non-finite at outer step {step}: lower the outer "
                                    f"learning rate or bound the hyperparameters (e.g. optimize log-values)")
         history.outer_losses.append(result.outer_loss)
+        if result.outer_loss < history.best_outer_loss:
+            history.best_outer_loss, history.best_hyperparameters = result.outer_loss, detached(leaves)
         history.inner_gradient_norms.append(result.inner_gradient_norm)
         history.weights = result.weights
         optimizer.zero_grad(set_to_none=True)

@@ -98,11 +98,36 @@ def _is_rl(path: Path) -> bool:
         return False  # the supervised loader reports the YAML error
 
 
+def _is_bilevel(path: Path) -> bool:
+    import yaml
+
+    from innerloop.bilevel.recipe import is_bilevel_recipe
+
+    try:
+        return path.is_file() and is_bilevel_recipe(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError:
+        return False
+
+
+def _train_bilevel(args: argparse.Namespace) -> int:
+    """A hyperparameter-learning recipe (one with an ``experiment`` key): every seed, then the table."""
+    from innerloop.bilevel.recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(args.config, args.set)
+    run_dir = Path(args.run_dir or Path("runs") / "bilevel" / recipe.name)
+    print(f"run directory: {run_dir}")
+    run_recipe(recipe, run_dir, args.data_root, progress=not args.quiet)
+    print((run_dir / "results.md").read_text())
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from innerloop.config import load_config
 
     if _is_rl(Path(args.config)):
         return _train_rl(args)
+    if _is_bilevel(Path(args.config)):
+        return _train_bilevel(args)
     config = load_config(args.config, args.set)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     return _train_and_report(config, run_dir, args.data_root, progress=not args.quiet,
