@@ -214,6 +214,9 @@ def _list(args: argparse.Namespace) -> int:
 
     print("meta-RL algorithms:  " + ", ".join(RL_ALGORITHMS))
     print("meta-RL environments: " + ", ".join(ENVIRONMENTS))
+    from innerloop.bilevel.recipe import EXPERIMENTS
+
+    print("hyperparameter experiments (innerloop.bilevel): " + ", ".join(EXPERIMENTS))
     if RECIPES.is_dir():
         print("recipes:")
         for recipe in sorted(RECIPES.rglob("*.yaml")):
