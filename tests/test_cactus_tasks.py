@@ -164,3 +164,15 @@ def test_unlabeled_images_are_the_rows_of_the_split_classes_only() -> None:
     split = ClassSplit.with_rotations(store, "train", torch.tensor([2, 0]), (0, 90))
     pool = unlabeled_images(split).long()
     assert (pool[:, 0, 0] * 256 + pool[:, 0, 1]).tolist() == list(range(20)) + list(range(40, 60))
+
+
+def test_the_clustering_report_scores_against_each_images_own_class() -> None:
+    from innerloop.unsupervised.report_clustering import true_characters
+
+    images = torch.zeros(60, SIDE, SIDE, dtype=torch.uint8)
+    images[:, 0, 0] = torch.arange(3).repeat_interleave(20).to(torch.uint8)  # the class, in pixel (0, 0)
+    store = TensorStore(images, torch.tensor([0, 20, 40]), torch.tensor([20, 20, 20]),
+                        ("a", "b", "c"), ("g", "g", "g"))
+    split = ClassSplit.with_rotations(store, "train", torch.tensor([2, 0]), (0, 90))
+    assert torch.equal(true_characters(split), unlabeled_images(split)[:, 0, 0].long())
+    assert true_characters(split).tolist() == [0] * 20 + [2] * 20
