@@ -130,3 +130,18 @@ def test_readme_rl2_example_runs(capsys):
     returns = namespace["returns"]
     assert returns.shape == (20, 7) and ((returns == 0) | (returns == 1)).all()  # one Bernoulli pull per episode
     assert "of 20 (random: 10)" in capsys.readouterr().out
+
+
+def test_readme_bilevel_example_runs(capsys):
+    code = readme_code(r"### Bilevel optimization: hyper-gradients for hyperparameters", "hyper-gradient example")
+    shortened = code.replace("steps=100, warm_start", "steps=15, warm_start")
+    assert shortened != code
+    namespace: dict = {}
+    exec(compile(shortened, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    gradients = [eval(line.split(maxsplit=1)[1]) for line in printed[:4]]  # noqa: S307 - our own printout
+    assert [line.split()[0] for line in printed[:4]] == ["Unrolled", "Unrolled", "ImplicitCG", "ForwardMode"]
+    for other in gradients[1:]:
+        assert max(abs(a - b) for a, b in zip(gradients[0], other)) < 1e-3
+    before, after = (float(value) for value in printed[4].replace("validation loss ", "").split(" -> "))
+    assert after < before
