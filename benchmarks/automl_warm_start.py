@@ -32,8 +32,9 @@ plotted with its 95% band.
     python -m benchmarks.automl_warm_start [--synthetic 56] [--pool-size 150] [--seeds 20]
         [--neighbours 5] [--tolerances 0.01,0.005] [--table] [--plot docs/automl-warm-start-regret.png]
 
-One thread (``threadpoolctl``); the first run builds the cache (about 10 minutes on one busy
-core), later runs take seconds.
+One thread (``threadpoolctl``); the first run builds the cache (9,000 evaluations and the
+meta-features: 363 s wall, 186 s CPU on a shared 2-core machine, 2026-11-30), later runs read it and
+take about 20 s.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ def plot_regret(results: dict, methods: list[str], tolerance: float, path: Path,
     left.set(xlabel="evaluations", ylabel="regret (accuracy points)", xscale="log",
              title="best in pool − best so far (mean over datasets, 95% CI)")
     left.set_yscale("symlog", linthresh=0.1)
+    left.set_ylim(bottom=0.0)
     right.set(xlabel="evaluations", ylabel="fraction of (dataset, seed) runs", xscale="log", ylim=(0, 1.02),
               title=f"runs within {tolerance:g} of the pool's best accuracy")
     left.legend()
@@ -183,12 +185,14 @@ def markdown_table(report: dict) -> str:
         key = f"{tolerance:g}"
         lines += [f"**Within {tolerance:g} ({100 * tolerance:g} accuracy point{'s' if tolerance != 0.01 else ''}) "
                   "of the pool's best:**", "",
-                  "| Method | Evaluations (mean ± CI) | Median | Speed-up over random (mean ± CI) | Median speed-up "
-                  "| Datasets faster / slower than random |", "|---|---|---|---|---|---|"]
+                  "| Method | Evaluations (mean ± CI) | Median | Saved vs random (paired, mean ± CI) "
+                  "| Speed-up over random (mean ± CI) | Median speed-up | Datasets faster / slower than random |",
+                  "|---|---|---|---|---|---|---|"]
         for row in report["methods"]:
-            evaluations, speed = row["evaluations"][key], row["speedup"][key]
+            evaluations, speed, saved = row["evaluations"][key], row["speedup"][key], row["saved_vs_random"][key]
             lines.append(f"| {row['name']} | {evaluations['mean']:.1f} ± {evaluations['ci95']:.1f} | "
-                         f"{evaluations['median']:.1f} | {speed['mean']:.2f} ± {speed['ci95']:.2f} | "
+                         f"{evaluations['median']:.1f} | {saved['mean']:.1f} ± {saved['ci95']:.1f} | "
+                         f"{speed['mean']:.2f} ± {speed['ci95']:.2f} | "
                          f"{speed['median']:.2f} | {row['faster'][key]} / {row['slower'][key]} |")
         lines.append("")
     lines += ["**Regret (the pool's best minus the best so far, in accuracy points) after a budget of evaluations, "
@@ -268,6 +272,8 @@ def main() -> None:
         rows.append({"key": key, "name": NAMES[key],
                      "evaluations": {f"{tol:g}": summary(per_target[key][t]) for t, tol in enumerate(tolerances)},
                      "speedup": {f"{tol:g}": summary(speedup[t]) for t, tol in enumerate(tolerances)},
+                     "saved_vs_random": {f"{tol:g}": summary(per_target["random"][t] - per_target[key][t])
+                                         for t, tol in enumerate(tolerances)},
                      "faster": {f"{tol:g}": int((per_target[key][t] < per_target["random"][t]).sum())
                                 for t, tol in enumerate(tolerances)},
                      "slower": {f"{tol:g}": int((per_target[key][t] > per_target["random"][t]).sum())
