@@ -145,3 +145,13 @@ def test_readme_bilevel_example_runs(capsys):
         assert max(abs(a - b) for a, b in zip(gradients[0], other)) < 1e-3
     before, after = (float(value) for value in printed[4].replace("validation loss ", "").split(" -> "))
     assert after < before
+
+
+def test_readme_automl_example_prints_what_the_readme_shows(capsys):
+    code = readme_code(r"### Meta-learned priors for AutoML", "AutoML warm-start example")
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.strip().splitlines()
+    shown = re.search(r"prints:\n\n```\n(.*?)```", README.read_text().split("### Meta-learned priors for AutoML")[1],
+                      re.S).group(1).strip().splitlines()
+    assert printed == shown
