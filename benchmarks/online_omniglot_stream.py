@@ -65,8 +65,9 @@ DOCS = Path(__file__).parent.parent / "docs"
 VALIDATION_CLASSES = 64
 VALIDATION_STREAM_CLASSES = 30
 SPLIT_SEED = 12345
-LABELS = {"ftml": "FTML", "oml": "OML", "finetune": "Fine-tuning (pretrained)",
-          "scratch": "Fine-tuning (from scratch)"}
+LABELS = {"ftml": "FTML", "ftml-no-updates": "FTML without stream meta-updates (ablation)", "oml": "OML",
+          "finetune": "Fine-tuning (pretrained)", "scratch": "Fine-tuning (from scratch)"}
+TRAINING = {"ftml": "ftml", "ftml-no-updates": "ftml", "oml": "oml", "finetune": "finetune"}  # whose weights
 
 
 def background_splits(root: str | None) -> tuple[ClassSplit, ClassSplit]:
@@ -102,8 +103,8 @@ def train_ftml(args: argparse.Namespace, split: ClassSplit) -> tuple[FTML, dict]
     torch.manual_seed(args.seed)
     learner = FTML(network(args, 5), inner_lr=args.ftml_inner_lr, num_inner_steps=args.ftml_inner_steps,
                    eval_inner_steps=args.ftml_eval_steps, order=args.ftml_order, meta_lr=args.meta_lr,
-                   meta_batch_size=args.ftml_meta_batch, meta_steps_per_arrival=args.ftml_meta_steps,
-                   support_shots=args.ftml_support_shots)
+                   stream_meta_lr=args.ftml_stream_meta_lr, meta_batch_size=args.ftml_meta_batch,
+                   meta_steps_per_arrival=args.ftml_meta_steps, support_shots=args.ftml_support_shots)
     sampler = EpisodeSampler(split, 5, args.train_shots, args.ftml_queries)
     generator = torch.Generator().manual_seed(args.seed)
     cost = train("ftml", args.ftml_steps, lambda _: learner.meta_update(sampler.sample(args.ftml_meta_batch, generator)),
@@ -146,6 +147,26 @@ def train_finetune(args: argparse.Namespace, split: ClassSplit) -> tuple[NaiveFi
         return metrics
 
     return learner, train("finetune", args.pretrain_steps, step, args.log_every)
+
+
+def load_or_train(key: str, args: argparse.Namespace, split: ClassSplit, trained: dict) -> tuple:
+    """The trained learner of ``key``: weights trained earlier in this run, or saved under
+    ``--load-dir``, or trained now (and saved under ``--save-dir``)."""
+    make = {"ftml": train_ftml, "oml": train_oml, "finetune": train_finetune}[TRAINING[key]]
+    saved = Path(args.load_dir) / f"{TRAINING[key]}.pt" if args.load_dir else None
+    if TRAINING[key] in trained or (saved is not None and saved.is_file()):
+        payload = trained.get(TRAINING[key]) or torch.load(saved, weights_only=True)
+        untrained = argparse.Namespace(**{**vars(args), "ftml_steps": 0, "oml_steps": 0, "pretrain_steps": 0})
+        learner, _ = make(untrained, split)
+        learner.network.load_state_dict(payload["network"])
+        return learner, {**payload["training"], "reused": True}
+    learner, cost = make(args, split)
+    trained[TRAINING[key]] = {"network": {k: v.clone() for k, v in learner.network.state_dict().items()},
+                              "training": cost}
+    if args.save_dir:
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        torch.save(trained[TRAINING[key]], Path(args.save_dir) / f"{TRAINING[key]}.pt")
+    return learner, cost
 
 
 def choose_online_lr(learner, validation: ClassSplit, args: argparse.Namespace) -> tuple[float, dict]:
@@ -243,6 +264,8 @@ def main() -> None:
     parser.add_argument("--ftml-queries", type=int, default=5)
     parser.add_argument("--ftml-meta-steps", type=int, default=5, help="MAML updates after each arrival")
     parser.add_argument("--ftml-support-shots", type=int, default=3)
+    parser.add_argument("--ftml-stream-meta-lr", type=float, default=None,
+                        help="Adam rate of the meta-updates on the stream (default: --meta-lr)")
     parser.add_argument("--oml-steps", type=int, default=12000)
     parser.add_argument("--oml-meta-batch", type=int, default=4)
     parser.add_argument("--oml-remember", type=int, default=15)
@@ -252,6 +275,8 @@ def main() -> None:
     parser.add_argument("--lr-grid", type=lambda text: [float(v) for v in text.split(",")],
                         default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--save-dir", help="save each trained network (and its training cost) here")
+    parser.add_argument("--load-dir", help="reuse networks saved by --save-dir instead of training")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: check that everything runs")
     parser.add_argument("--json", default=str(RESULTS / "online_omniglot_stream.json"))
     parser.add_argument("--plot", default=str(DOCS / "online-omniglot-stream.png"))
@@ -265,23 +290,21 @@ def main() -> None:
     evaluation = load_split("omniglot", "evaluation", args.data_root, rotations=(0,))
     streams = [ClassStream(evaluation, args.stream_classes, args.train_shots, args.test_shots,
                            args.classes_per_arrival, seed) for seed in range(args.seeds)]
-    results = []
+    results, trained = [], {}
     for key in methods:
         method_start = time.perf_counter()
         extra: dict = {}
-        if key == "ftml":
-            learner, training = train_ftml(args, train_split)
-            unit = "inner steps on the task's images"
-        elif key == "oml":
-            learner, training = train_oml(args, train_split)
-            unit = "SGD steps, one image each"
-        elif key in ("finetune", "scratch"):
-            learner, training = train_finetune(args, train_split) if key == "finetune" else (
-                NaiveFineTuning(network(args, train_split.num_classes), name="scratch"), {"steps": 0})
-            unit = "SGD steps, one image each"
-        else:
+        if key not in LABELS:
             raise SystemExit(f"unknown method {key!r}; choose from {', '.join(LABELS)}")
-        if key != "ftml":
+        if key == "scratch":
+            torch.manual_seed(args.seed)
+            learner, training = NaiveFineTuning(network(args, train_split.num_classes), name="scratch"), {"steps": 0}
+        else:
+            learner, training = load_or_train(key, args, train_split, trained)
+        if key == "ftml-no-updates":
+            learner.name, learner.meta_steps_per_arrival = key, 0
+        unit = "inner steps on the task's images" if key.startswith("ftml") else "SGD steps, one image each"
+        if not key.startswith("ftml"):
             extra["online_lr"], extra["validation_by_lr"] = choose_online_lr(learner, validation, args)
         records = []
         for stream in streams:
