@@ -275,6 +275,8 @@ def main() -> None:
     parser.add_argument("--lr-grid", type=lambda text: [float(v) for v in text.split(",")],
                         default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--merge-from", action="append", default=[],
+                        help="also take the rows of this JSON (same stream settings) into --json")
     parser.add_argument("--save-dir", help="save each trained network (and its training cost) here")
     parser.add_argument("--load-dir", help="reuse networks saved by --save-dir instead of training")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: check that everything runs")
@@ -285,7 +287,7 @@ def main() -> None:
         args.seeds, args.stream_classes, args.ftml_steps, args.oml_steps, args.pretrain_steps = 2, 20, 5, 5, 5
         args.lr_grid, args.log_every = [0.01, 0.1], 5
     torch.set_num_threads(1)
-    methods = args.methods.split(",")
+    methods = [key for key in args.methods.split(",") if key]
     train_split, validation = background_splits(args.data_root)
     evaluation = load_split("omniglot", "evaluation", args.data_root, rotations=(0,))
     streams = [ClassStream(evaluation, args.stream_classes, args.train_shots, args.test_shots,
@@ -323,6 +325,11 @@ def main() -> None:
     same = {k: v for k, v in report.get("settings", {}).items() if k != "arguments"} == settings
     rows = {row["key"]: {"command": report.get("command"), "date": report.get("date"), "wall_minutes": None, **row}
             for row in report.get("results", [])} if same else {}  # older rows keep their command and date
+    for other in args.merge_from:
+        merged = json.loads(Path(other).read_text())
+        if merged["settings"] != settings:
+            raise SystemExit(f"{other} has other stream settings ({merged['settings']}); not merged")
+        rows.update({row["key"]: row for row in merged["results"]})
     rows.update({row["key"]: {**row, "command": command, "date": today, "arguments": vars(args)} for row in results})
     order = list(LABELS)
     report = {"benchmark": "online_omniglot_stream", "date": max(row["date"] for row in rows.values()),
