@@ -176,3 +176,23 @@ def test_the_clustering_report_scores_against_each_images_own_class() -> None:
     split = ClassSplit.with_rotations(store, "train", torch.tensor([2, 0]), (0, 90))
     assert torch.equal(true_characters(split), unlabeled_images(split)[:, 0, 0].long())
     assert true_characters(split).tolist() == [0] * 20 + [2] * 20
+
+
+def test_the_embedding_baseline_is_exact_on_noiseless_classes() -> None:
+    from innerloop.unsupervised.report_clustering import embedding_baseline
+
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.randint(0, 2, (12, SIDE, SIDE), generator=generator).to(torch.uint8) * 255
+    store = TensorStore(patterns.repeat_interleave(20, dim=0), torch.arange(12) * 20,
+                        torch.full((12,), 20), tuple(f"c{c}" for c in range(12)), tuple("g" for _ in range(12)))
+    split = ClassSplit.with_rotations(store, "test", torch.arange(12))
+    accuracy, _ = embedding_baseline(split, split, CactusSettings(embedding_dim=10, blur_sigma=0.0),
+                                     episodes=20, ways=5, shots=1, queries=3)
+    assert accuracy == 1.0
+    # two classes that share one pattern cannot be told apart: about half their queries are wrong
+    store_twins = TensorStore(torch.cat([patterns[:1].repeat(40, 1, 1)]), torch.tensor([0, 20]),
+                              torch.tensor([20, 20]), ("a", "b"), ("g", "g"))
+    twins = ClassSplit.with_rotations(store_twins, "test", torch.arange(2))
+    accuracy, _ = embedding_baseline(split, twins, CactusSettings(embedding_dim=10, blur_sigma=0.0),
+                                     episodes=20, ways=2, shots=1, queries=3)
+    assert accuracy == 0.5  # every query ties and argmin picks label 0: right for one class only

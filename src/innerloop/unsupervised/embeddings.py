@@ -75,19 +75,32 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     return F.conv2d(images, vertical, padding=(radius, 0), groups=channels)
 
 
-def pca_embedding(images: Tensor, dim: int = 64, seed: int = 0, blur_sigma: float = 1.0, **_: object) -> Tensor:
-    """Projections of the (blurred) centred pixels on their top ``dim`` principal components."""
-    pixels = gaussian_blur(as_float_images(images), blur_sigma).flatten(1).double()
+def fit_pca(pixels: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """``(mean [P], components [P, dim])`` of ``pixels [N, P]``: the top ``dim`` eigenvectors of the
+    covariance, largest first, each signed so that its largest-magnitude loading is positive."""
     if not 1 <= dim <= pixels.shape[1]:
         raise InnerloopError(f"cactus.embedding_dim must be in 1..{pixels.shape[1]} (the pixels per "
                              f"image) for the pca embedding, got {dim}")
-    centred = pixels - pixels.mean(0)
+    pixels = pixels.double()
+    mean = pixels.mean(0)
+    centred = pixels - mean
     covariance = centred.T @ centred / max(1, pixels.shape[0] - 1)
     _, eigenvectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
     components = eigenvectors[:, -dim:].flip(1)
-    # a portable sign per component: its largest-magnitude loading is positive
     signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
-    return (centred @ (components * signs)).float()
+    return mean, components * signs
+
+
+def blurred_pixels(images: Tensor, blur_sigma: float) -> Tensor:
+    """``float [N, C, H, W]`` images in ``[0, 1]`` → ``[N, C * H * W]`` after :func:`gaussian_blur`."""
+    return gaussian_blur(images, blur_sigma).flatten(1)
+
+
+def pca_embedding(images: Tensor, dim: int = 64, seed: int = 0, blur_sigma: float = 1.0, **_: object) -> Tensor:
+    """Projections of the (blurred) centred pixels on their top ``dim`` principal components."""
+    pixels = blurred_pixels(as_float_images(images), blur_sigma).double()
+    mean, components = fit_pca(pixels, dim)
+    return ((pixels - mean) @ components).float()
 
 
 @torch.no_grad()
