@@ -241,3 +241,19 @@ def test_learning_to_reweight_weights_follow_gradient_alignment_by_hand():
     alignment = torch.clamp(0.1 * grad_examples @ grad_clean, min=0)
     torch.testing.assert_close(result, alignment / alignment.sum())
     assert (result == 0).any() and (result > 0).any() and float(result.sum()) == pytest.approx(1.0)
+
+
+def test_hyperparameter_descent_keeps_the_best_hyperparameters_it_evaluated():
+    problem, weights, hyper = tiny_network_problem(steps=10)
+    after_update = []
+    history = hyperparameter_descent(problem, weights, hyper, Unrolled(), steps=12,
+                                     outer_optimizer=lambda tensors: torch.optim.Adam(tensors, lr=0.5),
+                                     callback=lambda step, h, loss: after_update.append(h))
+    evaluated = [hyper, *after_update[:-1]]  # step s evaluates the hyperparameters before its update
+    best = min(range(12), key=lambda step: history.outer_losses[step])
+    assert best not in (0, 11)  # an overshooting rate: the best is neither the first nor the last
+    for name in hyper:
+        torch.testing.assert_close(history.best_hyperparameters[name], evaluated[best][name])
+        torch.testing.assert_close(history.hyperparameters[name], after_update[-1][name])
+    solution, _ = problem.solver.run(problem.inner_loss, weights, history.best_hyperparameters)
+    assert float(problem.outer_loss(solution, history.best_hyperparameters)) == pytest.approx(history.best_outer_loss)

@@ -50,6 +50,11 @@ class DescentHistory:
     best_outer_loss: float = float("inf")
 
 
+def _snapshot(leaves: Params) -> Params:
+    """A copy: the optimizer updates the leaves in place."""
+    return {name: value.detach().clone() for name, value in leaves.items()}
+
+
 def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparameters: Params, method: object,
                            steps: int, outer_optimizer: OuterOptimizerFactory | None = None,
                            warm_start: bool = False,
@@ -61,7 +66,7 @@ def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparame
     optimizer = (outer_optimizer or (lambda tensors: torch.optim.Adam(tensors, lr=0.05)))(list(leaves.values()))
     initial = detached(weights)
     start = initial
-    history = DescentHistory(detached(leaves), initial)
+    history = DescentHistory(_snapshot(leaves), initial)
     for step in range(steps):
         result = method.hypergradient(problem, start, detached(leaves))  # type: ignore[attr-defined]
         if not all(torch.isfinite(grad).all() for grad in result.gradient.values()):
@@ -69,7 +74,7 @@ def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparame
                                    f"learning rate or bound the hyperparameters (e.g. optimize log-values)")
         history.outer_losses.append(result.outer_loss)
         if result.outer_loss < history.best_outer_loss:
-            history.best_outer_loss, history.best_hyperparameters = result.outer_loss, detached(leaves)
+            history.best_outer_loss, history.best_hyperparameters = result.outer_loss, _snapshot(leaves)
         history.inner_gradient_norms.append(result.inner_gradient_norm)
         history.weights = result.weights
         optimizer.zero_grad(set_to_none=True)
@@ -78,6 +83,6 @@ def hyperparameter_descent(problem: BilevelProblem, weights: Params, hyperparame
         optimizer.step()
         start = result.weights if warm_start else initial
         if callback is not None:
-            callback(step, detached(leaves), result.outer_loss)
-    history.hyperparameters = detached(leaves)
+            callback(step, _snapshot(leaves), result.outer_loss)
+    history.hyperparameters = _snapshot(leaves)
     return history
