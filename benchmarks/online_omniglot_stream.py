@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--oml-order", default="second")
     parser.add_argument("--pretrain-steps", type=int, default=6000)
     parser.add_argument("--lr-grid", type=lambda text: [float(v) for v in text.split(",")],
-                        default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
+                        default=[0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--merge-from", action="append", default=[],
                         help="also take the rows of this JSON (same stream settings) into --json")
@@ -327,9 +327,10 @@ def main() -> None:
             for row in report.get("results", [])} if same else {}  # older rows keep their command and date
     for other in args.merge_from:
         merged = json.loads(Path(other).read_text())
-        if merged["settings"] != settings:
+        if {k: v for k, v in merged["settings"].items() if k != "arguments"} != settings:
             raise SystemExit(f"{other} has other stream settings ({merged['settings']}); not merged")
-        rows.update({row["key"]: row for row in merged["results"]})
+        rows.update({row["key"]: {"command": merged.get("command"), "date": merged.get("date"),
+                                  "wall_minutes": None, **row} for row in merged["results"]})
     rows.update({row["key"]: {**row, "command": command, "date": today, "arguments": vars(args)} for row in results})
     order = list(LABELS)
     report = {"benchmark": "online_omniglot_stream", "date": max(row["date"] for row in rows.values()),
