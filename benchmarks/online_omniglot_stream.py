@@ -20,9 +20,11 @@ intervals over those orders (one training run per method).
   steps (batches of 64 background images) and, as a second row, the same network from scratch;
   on the stream every weight takes one SGD step per image — the same updates as OML's PLN.
 
-The online learning rate of OML and fine-tuning is chosen from ``--lr-grid`` by the final
-all-seen accuracy on two streams of 30 *validation* classes: 64 background classes held out
-from all training (FTML's rates are its meta-training ones). The background classes used for
+The online learning rate of OML and fine-tuning is chosen from ``--lr-grid``, and the Adam rate
+of FTML's meta-updates on the stream from ``--ftml-stream-lr-grid``, by the final all-seen
+accuracy on two streams of 30 *validation* classes: 64 background classes held out from all
+training (FTML's inner rate is its meta-training one). The ablation ``ftml-no-updates`` is FTML
+without meta-updates on the stream (MAML's meta-parameters adapted on the buffer). The background classes used for
 training are the other 900.
 
     python -m benchmarks.online_omniglot_stream [--seeds 8] [--stream-classes 100] [--quick]
@@ -103,7 +105,7 @@ def train_ftml(args: argparse.Namespace, split: ClassSplit) -> tuple[FTML, dict]
     torch.manual_seed(args.seed)
     learner = FTML(network(args, 5), inner_lr=args.ftml_inner_lr, num_inner_steps=args.ftml_inner_steps,
                    eval_inner_steps=args.ftml_eval_steps, order=args.ftml_order, meta_lr=args.meta_lr,
-                   stream_meta_lr=args.ftml_stream_meta_lr, meta_batch_size=args.ftml_meta_batch,
+                   stream_meta_lr=args.ftml_stream_lr_grid[0], meta_batch_size=args.ftml_meta_batch,
                    meta_steps_per_arrival=args.ftml_meta_steps, support_shots=args.ftml_support_shots)
     sampler = EpisodeSampler(split, 5, args.train_shots, args.ftml_queries)
     generator = torch.Generator().manual_seed(args.seed)
@@ -169,18 +171,20 @@ def load_or_train(key: str, args: argparse.Namespace, split: ClassSplit, trained
     return learner, cost
 
 
-def choose_online_lr(learner, validation: ClassSplit, args: argparse.Namespace) -> tuple[float, dict]:
-    """The ``--lr-grid`` rate with the best final all-seen accuracy on two validation streams."""
+def choose_rate(learner, attribute: str, grid: list[float], validation: ClassSplit,
+                args: argparse.Namespace) -> tuple[float, dict]:
+    """The rate of ``grid`` (set as ``learner.<attribute>``) with the best final all-seen accuracy
+    on two streams of validation classes; the learner keeps it."""
     streams = [ClassStream(validation, VALIDATION_STREAM_CLASSES, args.train_shots, args.test_shots,
                            args.classes_per_arrival, seed) for seed in (10_001, 10_002)]
     scores = {}
-    for lr in args.lr_grid:
-        learner.online_lr = lr
-        scores[lr] = sum(float(evaluate_stream(learner, s).seen_accuracy("all_seen")[-1]) for s in streams) / 2
+    for rate in grid:
+        setattr(learner, attribute, rate)
+        scores[rate] = sum(float(evaluate_stream(learner, s).seen_accuracy("all_seen")[-1]) for s in streams) / 2
     best = max(scores, key=scores.get)
-    learner.online_lr = best
-    log(f"{learner.name}: online lr {best} (validation all-seen accuracy by rate {scores})")
-    return best, {str(lr): round(score, 4) for lr, score in scores.items()}
+    setattr(learner, attribute, best)
+    log(f"{learner.name}: {attribute} {best} (validation all-seen accuracy by rate {scores})")
+    return best, {str(rate): round(score, 4) for rate, score in scores.items()}
 
 
 def markdown_table(report: dict) -> str:
@@ -264,8 +268,9 @@ def main() -> None:
     parser.add_argument("--ftml-queries", type=int, default=5)
     parser.add_argument("--ftml-meta-steps", type=int, default=5, help="MAML updates after each arrival")
     parser.add_argument("--ftml-support-shots", type=int, default=3)
-    parser.add_argument("--ftml-stream-meta-lr", type=float, default=None,
-                        help="Adam rate of the meta-updates on the stream (default: --meta-lr)")
+    parser.add_argument("--ftml-stream-lr-grid", type=lambda text: [float(v) for v in text.split(",")],
+                        default=[0.0001, 0.0003, 0.001],
+                        help="Adam rates of FTML's meta-updates on the stream, one chosen on validation streams")
     parser.add_argument("--oml-steps", type=int, default=12000)
     parser.add_argument("--oml-meta-batch", type=int, default=4)
     parser.add_argument("--oml-remember", type=int, default=15)
@@ -285,7 +290,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.stream_classes, args.ftml_steps, args.oml_steps, args.pretrain_steps = 2, 20, 5, 5, 5
-        args.lr_grid, args.log_every = [0.01, 0.1], 5
+        args.lr_grid, args.ftml_stream_lr_grid, args.log_every = [0.01, 0.1], [0.001], 5
     torch.set_num_threads(1)
     methods = [key for key in args.methods.split(",") if key]
     train_split, validation = background_splits(args.data_root)
@@ -307,7 +312,11 @@ def main() -> None:
             learner.name, learner.meta_steps_per_arrival = key, 0
         unit = "inner steps on the task's images" if key.startswith("ftml") else "SGD steps, one image each"
         if not key.startswith("ftml"):
-            extra["online_lr"], extra["validation_by_lr"] = choose_online_lr(learner, validation, args)
+            extra["online_lr"], extra["validation_by_lr"] = choose_rate(learner, "online_lr", args.lr_grid,
+                                                                        validation, args)
+        elif key == "ftml" and len(args.ftml_stream_lr_grid) > 1:
+            extra["stream_meta_lr"], extra["validation_by_lr"] = choose_rate(
+                learner, "stream_meta_lr", args.ftml_stream_lr_grid, validation, args)
         records = []
         for stream in streams:
             records.append(evaluate_stream(learner, stream))
