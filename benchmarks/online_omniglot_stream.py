@@ -187,6 +187,17 @@ def choose_rate(learner, attribute: str, grid: list[float], validation: ClassSpl
     return best, {str(rate): round(score, 4) for rate, score in scores.items()}
 
 
+def rounded(value, digits: int = 4):
+    """``value`` with every float rounded to ``digits`` decimals (a smaller JSON)."""
+    if isinstance(value, float):
+        return value if math.isnan(value) else round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def markdown_table(report: dict) -> str:
     def cell(pair: list[float], scale: float = 100.0) -> str:
         return "—" if pair[0] is None or math.isnan(pair[0]) else f"{scale * pair[0]:.1f} ± {scale * pair[1]:.1f}"
@@ -347,7 +358,9 @@ def main() -> None:
               "wall_minutes": round(sum(row["wall_minutes"] or 0 for row in rows.values()), 1), "torch_threads": 1,
               "settings": settings, "results": sorted(rows.values(), key=lambda row: order.index(row["key"]))}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    for row in report["results"]:  # per-seed curves of new-class accuracy: only their summary is kept
+        row["records"] = [{k: v for k, v in record.items() if k != "new_class_curve"} for record in row["records"]]
+    path.write_text(json.dumps(rounded(report), indent=1) + "\n")
     table = markdown_table(report)
     path.with_suffix(".md").write_text(table)
     plot(report, Path(args.plot))
