@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--oml-order", default="second")
     parser.add_argument("--pretrain-steps", type=int, default=6000)
     parser.add_argument("--lr-grid", type=lambda text: [float(v) for v in text.split(",")],
-                        default=[0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1])
+                        default=[0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--merge-from", action="append", default=[],
                         help="also take the rows of this JSON (same stream settings) into --json")
