@@ -12,10 +12,13 @@ be compared to ~1e-10):
   rate and momentum overridden by tensors), TorchOpt.
 
 Each (problem, method, T) runs in a fresh subprocess: one warm-up each, then ``--repeats`` timed
-hyper-gradients; reported are seconds per hyper-gradient and peak resident memory above the
-process's baseline, both as ratios to one plain training run of ``T`` steps without a graph
-measured in the same subprocess, and the largest difference from innerloop's ``Unrolled``
-hyper-gradient (the implicit modes differ by how far ``T`` steps are from the optimum).
+hyper-gradients; reported are seconds per hyper-gradient as a ratio to one plain training run
+of ``T`` steps without a graph measured in the same subprocess, the peak megabytes of tensors
+held for the backward pass at once (what reverse mode must keep; counted by a saved-tensors
+hook), and
+the largest difference from innerloop's ``Unrolled`` hyper-gradient (the truncated and implicit
+modes differ by design: the first ignores early steps, the second assumes ``T`` steps reached
+the optimum).
 
     python -m benchmarks.bilevel_modes [--steps 25 100 400] [--threads 1] [--json benchmarks/results/bilevel_modes.json]
 """
@@ -25,10 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
+import tempfile
 import time
+import weakref
+from pathlib import Path
 
 import torch
 
@@ -37,7 +42,11 @@ PROBLEMS = {"l2": ("unrolled", "truncated", "implicit-cg", "implicit-neumann", "
 LR, MOMENTUM = 0.05, 0.5
 
 
-def _data():
+def _data(path: str | None = None):
+    """The splits; from ``path`` (written by the parent) in a measuring subprocess, so that its peak
+    memory is not the decoding of all 70,000 images."""
+    if path is not None:
+        return tuple(torch.load(path, weights_only=True))
     from innerloop.bilevel.experiments.data import fashion_mnist_splits
 
     splits = fashion_mnist_splits(0, 500, 500, 1)
@@ -74,8 +83,7 @@ def _ours(problem_name: str, method: str, steps: int, data):
             "implicit-cg": ImplicitCG(20), "implicit-neumann": ImplicitNeumann(20, LR), "forward": ForwardMode(chunk_size=3)}
 
     def plain() -> None:
-        with torch.no_grad():
-            solver.run(inner, weights, hyper)
+        solver.run_autograd(inner, weights, hyper, create_graph=False)
 
     def gradient() -> torch.Tensor:
         result = hypergradient(problem, weights, hyper, mode[method])
@@ -131,32 +139,65 @@ def _peer(problem_name: str, method: str, steps: int, data):
     return gradient
 
 
-def _measure(problem_name: str, method: str, steps: int, repeats: int, threads: int) -> dict:
-    """Runs in its own subprocess: timings, memory, gradient difference from ours (Unrolled)."""
+def _saved_megabytes(function) -> tuple[object, float | None]:
+    """``function()``'s result and the peak megabytes of tensors held for backward at once while it
+    ran (the memory reverse mode holds: a saved-tensors hook counts each storage when saved and a
+    finalizer releases it when the tensor dies); None where ``torch.func`` refuses the hook
+    (forward mode, whose memory does not grow with the steps)."""
+    live: dict[int, list[int]] = {}
+    held = {"now": 0, "peak": 0}
+
+    def release(key: int) -> None:
+        entry = live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            held["now"] -= entry[0]
+            del live[key]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key in live:
+            live[key][1] += 1
+        else:
+            live[key] = [storage.nbytes(), 1]
+            held["now"] += storage.nbytes()
+            held["peak"] = max(held["peak"], held["now"])
+        weakref.finalize(tensor, release, key)
+        return tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            result = function()
+    except RuntimeError as error:  # torch.func transforms (forward mode) refuse saved-tensor hooks
+        if "saved tensor hooks" not in str(error):
+            raise
+        return function(), None
+    return result, held["peak"] / 2**20
+
+
+def _measure(problem_name: str, method: str, steps: int, repeats: int, threads: int, data_path: str) -> dict:
+    """Runs in its own subprocess: timings, saved memory, gradient difference from ours (Unrolled)."""
     torch.set_num_threads(threads)
-    data = _data()
+    data = _data(data_path)
     plain, ours_unrolled = _ours(problem_name, "unrolled", steps, data)
     plain()  # warm-up
-    baseline_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
     for _ in range(repeats):
         plain()
     plain_seconds = (time.perf_counter() - began) / repeats
-    plain_memory = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_memory, 1)
     gradient = _peer(problem_name, method, steps, data) if method in ("higher", "torchopt") else _ours(problem_name, method, steps, data)[1]
     try:
-        value = gradient()  # warm-up
+        value, saved = _saved_megabytes(gradient)  # also the warm-up
     except Exception as error:  # a peer that cannot express the problem
         return {"error": f"{type(error).__name__}: {error}"[:200]}
     began = time.perf_counter()
     for _ in range(repeats):
         gradient()
     seconds = (time.perf_counter() - began) / repeats
-    memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_memory
     reference = ours_unrolled() if method != "unrolled" else value
     return {"seconds": seconds, "plain_seconds": plain_seconds, "time_ratio": seconds / plain_seconds,
-            "peak_memory_mb": memory / 1024, "memory_ratio": max(memory, 1) / plain_memory,
-            "max_difference_from_unrolled": float((value - reference).abs().max()),
+            "saved_for_backward_mb": saved, "max_difference_from_unrolled": float((value - reference).abs().max()),
             "gradient_scale": float(reference.abs().max())}
 
 
@@ -166,25 +207,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--one", nargs=3, metavar=("PROBLEM", "METHOD", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=4, metavar=("PROBLEM", "METHOD", "STEPS", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(_measure(args.one[0], args.one[1], int(args.one[2]), args.repeats, args.threads)))
+        print(json.dumps(_measure(args.one[0], args.one[1], int(args.one[2]), args.repeats, args.threads, args.one[3])))
         return 0
+    folder = tempfile.mkdtemp(prefix="bilevel-modes-")
+    data_path = str(Path(folder) / "splits.pt")
+    torch.save(list(_data()), data_path)
     rows = []
     for problem_name, methods in PROBLEMS.items():
         for steps in args.steps:
             for method in methods:
                 output = subprocess.run([sys.executable, "-m", "benchmarks.bilevel_modes", "--one", problem_name, method,
-                                         str(steps), "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                                         str(steps), data_path, "--repeats", str(args.repeats), "--threads", str(args.threads)],
                                         capture_output=True, text=True, check=True).stdout
                 row = {"problem": problem_name, "method": method, "steps": steps, **json.loads(output.splitlines()[-1])}
                 rows.append(row)
                 if "error" in row:
                     print(f"{problem_name:3s} T={steps:4d} {method:17s} {row['error']}", flush=True)
                 else:
-                    print(f"{problem_name:3s} T={steps:4d} {method:17s} time x{row['time_ratio']:6.1f}  memory "
-                          f"x{row['memory_ratio']:6.1f} ({row['peak_memory_mb']:7.1f} MB)  |difference| "
+                    print(f"{problem_name:3s} T={steps:4d} {method:17s} time x{row['time_ratio']:6.2f}  saved for backward "
+                          f"{'n/a' if row['saved_for_backward_mb'] is None else format(row['saved_for_backward_mb'], '8.1f')} MB  |difference| "
                           f"{row['max_difference_from_unrolled']:.1e} of {row['gradient_scale']:.1e}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:

@@ -8,7 +8,8 @@ the implicit function theorem gives (Bengio 2000; Pedregosa 2016; Lorraine et al
     inverse_hvp = H^{-1} grad_w outer_loss(weights*, h),     H = hessian_w inner_loss(weights*, h)
 
 independent of how ``weights*`` was found: the solver runs without a graph and only
-Hessian-vector products at the solution are needed (``torch.func.jvp`` of ``torch.func.grad``).
+Hessian-vector products at the solution are needed (double backward through one graph of the
+inner gradient, which also gives the mixed derivative).
 The linear system is solved by
 
 * :class:`ImplicitCG` — conjugate gradient (``innerloop.functional.conjugate_gradient``, with
@@ -41,16 +42,6 @@ def _dot(left: Params, right: Params) -> Tensor:
     return sum((left[name] * right[name]).sum() for name in left)
 
 
-def _hessian_vector_product(problem: BilevelProblem, solution: Params,
-                            hyperparameters: Params) -> Callable[[Params], Params]:
-    inner_gradient = torch.func.grad(lambda weights: problem.inner_loss(weights, hyperparameters))
-
-    def product(vector: Params) -> Params:
-        return torch.func.jvp(inner_gradient, (solution,), (vector,))[1]
-
-    return product
-
-
 def _refuse_solver_only(problem: BilevelProblem, solution: Params, hyperparameters: Params) -> None:
     """Hyperparameters the objectives never read get an all-zero gradient here: refuse them."""
     probe = {name: value.detach().requires_grad_(True) for name, value in hyperparameters.items()}
@@ -68,17 +59,36 @@ def _implicit(problem: BilevelProblem, weights: Params, hyperparameters: Params,
               solve: Callable[[Callable[[Params], Params], Params], Params]) -> Hypergradient:
     check_inputs(weights, hyperparameters)
     constant = detached(hyperparameters)
-    with torch.no_grad():
-        solution, _ = problem.solver.run(problem.inner_loss, detached(weights), constant)
+    solution, _ = problem.solver.run_autograd(problem.inner_loss, detached(weights), constant, create_graph=False)
     solution = detached(solution)
     _refuse_solver_only(problem, solution, constant)
-    outer_weight_grad, outer_hyper_grad = torch.func.grad(problem.outer_loss, argnums=(0, 1))(solution, constant)
-    inverse_hvp = solve(_hessian_vector_product(problem, solution, constant), outer_weight_grad)
-    inner_gradient = torch.func.grad(problem.inner_loss)
-    mixed = torch.func.grad(lambda hyper: _dot(inner_gradient(solution, hyper), inverse_hvp))(constant)
-    gradient = {name: (outer_hyper_grad[name] - mixed[name]).detach() for name in constant}
-    return Hypergradient(gradient, solution, float(problem.outer_loss(solution, constant)),
-                         gradient_norm(problem.inner_loss, solution, constant))
+    points = {name: value.requires_grad_(True) for name, value in detached(solution).items()}
+    hyper = {name: value.clone().requires_grad_(True) for name, value in constant.items()}
+    names = list(points)
+    with torch.enable_grad():
+        outer = problem.outer_loss(points, hyper)
+        outer_grads = torch.autograd.grad(outer, [*points.values(), *hyper.values()], allow_unused=True)
+        # One graph of the inner gradient at the solution serves every Hessian-vector product
+        # (d/d weights) and the mixed second derivative (d/d hyperparameters).
+        inner_grads = torch.autograd.grad(problem.inner_loss(points, hyper), list(points.values()), create_graph=True)
+
+    def zeros_if_none(grads: tuple, like: Params) -> Params:
+        return {name: torch.zeros_like(value) if grad is None else grad.detach()
+                for (name, value), grad in zip(like.items(), grads)}
+
+    outer_weight_grad = zeros_if_none(outer_grads[: len(points)], points)
+    outer_hyper_grad = zeros_if_none(outer_grads[len(points):], hyper)
+
+    def hessian_vector_product(vector: Params) -> Params:
+        products = torch.autograd.grad(inner_grads, list(points.values()), grad_outputs=[vector[n] for n in names],
+                                       retain_graph=True, allow_unused=True)
+        return zeros_if_none(products, points)
+
+    inverse_hvp = solve(hessian_vector_product, outer_weight_grad)
+    mixed = zeros_if_none(torch.autograd.grad(inner_grads, list(hyper.values()),
+                                              grad_outputs=[inverse_hvp[n] for n in names], allow_unused=True), hyper)
+    gradient = {name: outer_hyper_grad[name] - mixed[name] for name in constant}
+    return Hypergradient(gradient, solution, float(outer.detach()), gradient_norm(problem.inner_loss, solution, constant))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Unlike implicit differentiation, this mode differentiates hyperparameters of the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,14 +40,30 @@ class Unrolled:
         start, state = detached(weights), None
         constant = detached(hyperparameters)
         if kept < total:
-            with torch.no_grad():
-                start, state = problem.solver.run(problem.inner_loss, start, constant, steps=total - kept)
+            start, state = problem.solver.run_autograd(problem.inner_loss, start, constant, create_graph=False,
+                                                       steps=total - kept)
+            state = _detached_state(state)
+        leaves = {name: value.clone().requires_grad_(True) for name, value in constant.items()}
+        with torch.enable_grad():
+            solution, _ = problem.solver.run_autograd(problem.inner_loss, start, leaves, create_graph=True,
+                                                      steps=kept, state=state)
+            loss = problem.outer_loss(solution, leaves)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        gradient = {name: torch.zeros_like(value) if grad is None else grad.detach()
+                    for (name, value), grad in zip(constant.items(), grads)}
+        solution = detached(solution)
+        return Hypergradient(gradient, solution, float(loss.detach()), gradient_norm(problem.inner_loss, solution, constant))
 
-        def outer_of(hyper: Params) -> tuple[torch.Tensor, tuple[torch.Tensor, Params]]:
-            solution, _ = problem.solver.run(problem.inner_loss, start, hyper, steps=kept, state=state)
-            loss = problem.outer_loss(solution, hyper)
-            return loss, (loss.detach(), detached(solution))
 
-        gradient, (loss, solution) = torch.func.grad(outer_of, has_aux=True)(constant)
-        return Hypergradient(detached(gradient), solution, float(loss),
-                             gradient_norm(problem.inner_loss, solution, constant))
+def _detached_state(state: object) -> object:
+    """The optimizer state of the untracked steps, as constants (tensors, dicts of them, dataclasses)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {name: _detached_state(value) for name, value in state.items()}
+    if isinstance(state, (tuple, list)):
+        return type(state)(_detached_state(value) for value in state)
+    if dataclasses.is_dataclass(state):
+        return dataclasses.replace(state, **{field.name: _detached_state(getattr(state, field.name))
+                                             for field in dataclasses.fields(state)})
+    return state
