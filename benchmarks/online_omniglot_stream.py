@@ -188,9 +188,9 @@ def choose_rate(learner, attribute: str, grid: list[float], validation: ClassSpl
 
 
 def rounded(value, digits: int = 4):
-    """``value`` with every float rounded to ``digits`` decimals (a smaller JSON)."""
+    """``value`` with every float rounded to ``digits`` significant digits (a smaller JSON)."""
     if isinstance(value, float):
-        return value if math.isnan(value) else round(value, digits)
+        return value if not math.isfinite(value) else float(f"{value:.{digits}g}")
     if isinstance(value, dict):
         return {k: rounded(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -210,7 +210,7 @@ def markdown_table(report: dict) -> str:
              "",
              "| Method | All seen: final acc. (%) | All seen: forgetting | All seen: new-class acc. | "
              "Within task: final acc. | Within task: forgetting | New task before its updates → after | "
-             "Training / all (wall) |",
+             "Wall: training / this row's run |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["results"]:
         s = row["summary"]
@@ -219,7 +219,9 @@ def markdown_table(report: dict) -> str:
                      f"{cell(s['all_seen']['forgetting'])} | {cell(s['all_seen']['new_class_accuracy'])} | "
                      f"{cell(s['within_task']['final_seen_accuracy'])} | {cell(s['within_task']['forgetting'])} | "
                      f"{cell(speed[0])} → {cell(speed[-1])} ({len(speed) - 1} {row['update_unit']}) | "
-                     f"{row['training'].get('wall_seconds', 0) / 60:.1f} / {row.get('wall_minutes') or '?'} min |")
+                     f"{row['training'].get('wall_seconds', 0) / 60:.1f} min"
+                     f"{' (weights of an earlier run)' if row['training'].get('reused') else ''} / "
+                     f"{row.get('wall_minutes') or '?'} min |")
     return "\n".join(lines) + "\n"
 
 
