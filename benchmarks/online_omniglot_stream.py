@@ -12,7 +12,9 @@ intervals over those orders (one training run per method).
 * **FTML** (:class:`innerloop.online.FTML`): ``θ`` pre-trained by ``--ftml-steps`` MAML updates
   (``--ftml-order``, first order by default) on 5-way 5-shot background episodes; on the stream
   each arrival is a task: adapted from ``θ`` by ``--ftml-eval-steps`` inner steps, then buffered
-  and followed by ``--ftml-meta-steps`` MAML updates on buffered tasks. Seen classes are scored by adapting ``θ`` on their buffered images.
+  and followed by ``--ftml-meta-steps`` MAML updates on buffered tasks. Seen classes are scored
+  by adapting ``θ`` on their buffered images. ``ftml-no-updates`` (ablation): the same without
+  meta-updates on the stream.
 * **OML** (:class:`innerloop.online.OML`): ``--oml-steps`` meta-updates (``--oml-meta-batch``
   trajectories of one background class's ``--train-shots`` images plus 15 remembered images);
   on the stream the RLN is frozen and the PLN takes one SGD step per image.
@@ -23,11 +25,11 @@ intervals over those orders (one training run per method).
 The online learning rate of OML and fine-tuning is chosen from ``--lr-grid``, and the Adam rate
 of FTML's meta-updates on the stream from ``--ftml-stream-lr-grid``, by the final all-seen
 accuracy on two streams of 30 *validation* classes: 64 background classes held out from all
-training (FTML's inner rate is its meta-training one). The ablation ``ftml-no-updates`` is FTML
-without meta-updates on the stream (MAML's meta-parameters adapted on the buffer). The background classes used for
-training are the other 900.
+training (FTML's inner rate is its meta-training one). The background classes used for training
+are the other 900. ``--save-dir`` keeps each trained network; ``--load-dir`` reuses them.
 
-    python -m benchmarks.online_omniglot_stream [--seeds 8] [--stream-classes 100] [--quick]
+    python -m benchmarks.online_omniglot_stream [--methods ftml,ftml-no-updates,oml,finetune,scratch]
+        [--seeds 8] [--stream-classes 100] [--save-dir DIR] [--load-dir DIR] [--quick]
 
 writes ``benchmarks/results/online_omniglot_stream.json`` (curves and summaries), the Markdown
 table beside it and the plot ``docs/online-omniglot-stream.png``. Runs on one thread.
@@ -262,7 +264,7 @@ def plot(report: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="folder holding omniglot/ (default: INNERLOOP_DATA)")
-    parser.add_argument("--methods", default="ftml,oml,finetune,scratch")
+    parser.add_argument("--methods", default="ftml,ftml-no-updates,oml,finetune,scratch")
     parser.add_argument("--seeds", type=int, default=8, help="stream orders (seeds 0..seeds-1)")
     parser.add_argument("--stream-classes", type=int, default=100)
     parser.add_argument("--classes-per-arrival", type=int, default=5)
