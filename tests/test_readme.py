@@ -155,3 +155,16 @@ def test_readme_automl_example_prints_what_the_readme_shows(capsys):
     shown = re.search(r"prints:\n\n```\n(.*?)```", README.read_text().split("### Meta-learned priors for AutoML")[1],
                       re.S).group(1).strip().splitlines()
     assert printed == shown
+
+
+def test_readme_online_example_runs(omniglot_root, monkeypatch, capsys):
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    code = readme_code(r"### Online and continual meta-learning", "online meta-learning example")
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    accuracy = eval(printed[0].split(":", 1)[1])  # noqa: S307 - our own printout: [mean, ci]
+    forgetting = eval(printed[1].split(":", 1)[1])  # noqa: S307
+    assert len(accuracy) == 2 and 0 <= accuracy[0] <= 1 and accuracy[1] >= 0
+    assert len(forgetting) == 2 and -1 <= forgetting[0] <= 1
+    assert namespace["summary"]["all_seen"]["final_seen_accuracy"] == accuracy
