@@ -168,3 +168,15 @@ def test_readme_online_example_runs(omniglot_root, monkeypatch, capsys):
     assert len(accuracy) == 2 and 0 <= accuracy[0] <= 1 and accuracy[1] >= 0
     assert len(forgetting) == 2 and -1 <= forgetting[0] <= 1
     assert namespace["summary"]["all_seen"]["final_seen_accuracy"] == accuracy
+
+
+def test_readme_cactus_example_runs(omniglot_root, monkeypatch):
+    monkeypatch.setenv("INNERLOOP_DATA", str(omniglot_root))
+    code = readme_code(r"### Unsupervised meta-learning \(CACTUs\)", "CACTUs example")
+    shortened = code.replace("partitions=5", "partitions=1").replace("clusters=500", "clusters=100")
+    assert shortened.count("partitions=1") == 1 and "clusters=100" in shortened
+    namespace: dict = {}
+    exec(compile(shortened, str(README), "exec"), namespace)
+    episodes = namespace["episodes"]
+    assert episodes.support_x.shape == (16, 5, 1, 28, 28) and episodes.query_x.shape == (16, 25, 1, 28, 28)
+    assert namespace["assignments"].shape == (1, 22000)
