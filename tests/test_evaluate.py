@@ -79,3 +79,16 @@ def test_a_classifier_whose_adaptation_diverged_scores_nan_not_chance():
                         torch.arange(3).repeat(2, 1), 3, 1, 1, torch.zeros(2, 3, dtype=torch.int64))
     scores = Diverging().episode_metric(episodes)
     assert scores[0] == 1 / 3 and torch.isnan(scores[1])
+
+
+def test_student_t_interval_for_few_repetitions():
+    from scipy.stats import t
+
+    from innerloop.evaluate.protocol import mean_and_ci95, mean_and_t_ci95, t_quantile_95
+
+    for degrees in (1, 2, 4, 7, 29, 30, 31, 60, 500):
+        assert abs(t_quantile_95(degrees) - t.ppf(0.975, degrees)) < 6e-4, degrees
+    values = torch.tensor([1.0, 2.0, 4.0, 3.0, 5.0])
+    mean, half = mean_and_t_ci95(values)
+    assert mean == 3.0 and abs(half - 2.776 * values.std().item() / 5 ** 0.5) < 1e-6
+    assert half / mean_and_ci95(values)[1] == pytest.approx(2.776 / 1.96, rel=1e-6)

@@ -73,6 +73,34 @@ def mean_and_ci95(values: Tensor) -> tuple[float, float]:
     return float(values.mean()), 1.96 * float(values.std(unbiased=True)) / math.sqrt(values.numel())
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
+_T_QUANTILES_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+                   2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+                   2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_95(degrees_of_freedom: int) -> float:
+    """``t_{0.975}`` with ``degrees_of_freedom``: the table up to 30, beyond it the Cornish-Fisher
+    expansion around the normal quantile (error < 1e-4 there)."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"degrees_of_freedom must be >= 1, got {degrees_of_freedom}")
+    if degrees_of_freedom <= len(_T_QUANTILES_95):
+        return _T_QUANTILES_95[degrees_of_freedom - 1]
+    z, n = 1.959964, float(degrees_of_freedom)
+    return z + (z ** 3 + z) / (4 * n) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * n ** 2)
+
+
+def mean_and_t_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t confidence interval of ``values``: for a few
+    independent repetitions (seeds, stream orders), where the normal interval of
+    :func:`mean_and_ci95` is too narrow (×1.42 at 5 values, ×6.5 at 2)."""
+    values = values.to(torch.float64)
+    if values.numel() < 2:
+        return float(values.mean()), float("nan")
+    half_width = t_quantile_95(values.numel() - 1) * float(values.std(unbiased=True)) / math.sqrt(values.numel())
+    return float(values.mean()), half_width
+
+
 @torch.no_grad()
 def evaluate_episodes(learner: MetaLearner, episodes: FixedEpisodes, batch_size: int = 50) -> EpisodeResult:
     """Score ``learner`` on every fixed episode (learner in eval mode; its mode is restored).
