@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from innerloop.evaluate import EvaluationReport, StepResult, mean_and_ci95
