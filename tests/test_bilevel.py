@@ -180,6 +180,7 @@ def test_implicit_modes_match_finite_differences_of_the_optimum(method):
     torch.testing.assert_close(result.gradient["log_l2"], expected["log_l2"], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:the implicit hyper-gradient solved")  # few terms: warned, on purpose
 def test_neumann_series_converges_to_conjugate_gradient_with_more_terms():
     problem, weights, hyper, _ = ridge_problem()
     reference = hypergradient(problem, weights, hyper, ImplicitCG(10)).gradient["log_l2"]
@@ -257,3 +258,39 @@ def test_hyperparameter_descent_keeps_the_best_hyperparameters_it_evaluated():
         torch.testing.assert_close(history.hyperparameters[name], after_update[-1][name])
     solution, _ = problem.solver.run(problem.inner_loss, weights, history.best_hyperparameters)
     assert float(problem.outer_loss(solution, history.best_hyperparameters)) == pytest.approx(history.best_outer_loss)
+
+
+def test_implicit_cg_damping_solves_the_damped_system():
+    problem, weights, hyper, _ = ridge_problem()
+    train_x, train_y, _, _ = ridge_data()
+    result = hypergradient(problem, weights, hyper, ImplicitCG(iterations=10, damping=0.5))
+    solution, strengths = result.weights["w"], torch.exp(hyper["log_l2"])
+    hessian = 2 * train_x.T @ train_x / len(train_y) + 2 * torch.diag(strengths)
+    outer_weight_grad = torch.func.grad(lambda w: problem.outer_loss({"w": w}, hyper))(solution)
+    # d/d log_l2_i of the inner gradient's i-th entry 2 * l2_i * w_i is 2 * l2_i * w_i; the outer loss has no direct term.
+    expected = -(2 * strengths * solution) * torch.linalg.solve(hessian + 0.5 * torch.eye(4, dtype=DOUBLE), outer_weight_grad)
+    torch.testing.assert_close(result.gradient["log_l2"], expected, rtol=1e-7, atol=1e-12)
+    assert result.linear_system_residual < 1e-8
+
+
+def test_implicit_mode_warns_when_the_hessian_is_not_positive_definite():
+    # inner = -w^2/2 + h w is stationary at w = h with Hessian -1; outer = w^2/2: d outer / d h = h.
+    problem = BilevelProblem(lambda w, h: -0.5 * w["w"] ** 2 + h["h"] * w["w"], lambda w, h: 0.5 * w["w"] ** 2,
+                             GradientDescent(1, SGD(0.0)))
+    weights, hyper = {"w": torch.tensor(2.0, dtype=DOUBLE)}, {"h": torch.tensor(2.0, dtype=DOUBLE)}
+    with pytest.warns(RuntimeWarning, match="relative residual of 2.*add damping"):
+        wrong = hypergradient(problem, weights, hyper, ImplicitCG(iterations=5))
+    assert float(wrong.gradient["h"]) == pytest.approx(-2.0) and wrong.linear_system_residual == pytest.approx(2.0)
+    right = hypergradient(problem, weights, hyper, Unrolled())  # the solver does not move: dw/dh = 0 here
+    assert float(right.gradient["h"]) == pytest.approx(0.0)
+
+
+def test_implicit_modes_accept_weights_the_inner_loss_never_reads():
+    problem, weights, hyper, _ = ridge_problem()
+    with_bias = BilevelProblem(problem.inner_loss, lambda w, h: problem.outer_loss(w, h) + (w["bias"] ** 2).sum(),
+                               problem.solver)
+    extended = dict(weights, bias=torch.tensor([0.5], dtype=DOUBLE))
+    for method in (ImplicitCG(10), ImplicitNeumann(300, 0.3)):
+        result = hypergradient(with_bias, extended, hyper, method)
+        reference = hypergradient(problem, weights, hyper, method)
+        torch.testing.assert_close(result.gradient["log_l2"], reference.gradient["log_l2"])

@@ -13,7 +13,7 @@ and how to differentiate through it::
 :func:`hyperparameter_descent` runs the outer loop (a torch optimizer on the hyperparameters);
 :mod:`innerloop.bilevel.learning_to_reweight` learns per-example loss weights online; the
 recipes in ``configs/bilevel/`` compare these with grid and random search at equal compute
-(``innerloop bilevel RECIPE``).
+(``innerloop train configs/bilevel/RECIPE.yaml``).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class ForwardMode:
                        for name, part in zip(names, torch.split(direction, sizes))}
             return torch.func.jvp(outer_of, (constant,), (tangent,), has_aux=True)
 
-        basis = torch.eye(total, dtype=constant[names[0]].dtype)
+        basis = torch.eye(total, dtype=constant[names[0]].dtype, device=constant[names[0]].device)
         tangents, loss, solution = [], torch.tensor(float("nan")), start
         for chunk in torch.split(basis, self.chunk_size):
             losses, chunk_tangents, solutions = torch.func.vmap(directional)(chunk)

@@ -34,7 +34,9 @@ class DescentHistory:
 
     Attributes:
         hyperparameters: the final hyperparameters (detached).
-        weights: the inner solution for them (detached; from the last outer step's solve).
+        weights: the inner solution of the last outer step's solve (detached), i.e. for the
+            hyperparameters *before* its update — re-solve for ``hyperparameters`` if you need
+            the matching solution.
         outer_losses: the outer loss at every outer step, before that step's update.
         inner_gradient_norms: how stationary each inner solution was.
         best_hyperparameters: those with the lowest outer loss seen (the loss is evaluated at

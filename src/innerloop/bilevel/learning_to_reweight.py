@@ -45,8 +45,9 @@ def example_weights(per_example_loss: PerExampleLoss, weights: Params, noisy_x: 
         outer_loss=lambda w, h: per_example_loss(w, clean_x, clean_y).mean(),
         solver=GradientDescent(1, SGD(inner_lr)),
     )
-    zeros = {"example_weights": torch.zeros(noisy_x.shape[0], dtype=next(iter(weights.values())).dtype)}
-    gradient = Unrolled().hypergradient(problem, weights, zeros).gradient["example_weights"]
+    reference = next(iter(weights.values()))
+    zeros = {"example_weights": torch.zeros(noisy_x.shape[0], dtype=reference.dtype, device=reference.device)}
+    gradient = Unrolled(measure_stationarity=False).hypergradient(problem, weights, zeros).gradient["example_weights"]
     kept = torch.clamp(-gradient, min=0)
     total = kept.sum()
     return kept / total if total > 0 else kept

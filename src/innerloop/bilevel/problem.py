@@ -111,13 +111,17 @@ class Hypergradient:
         weights: the inner solution the outer loss was evaluated at, detached.
         outer_loss: ``outer_loss(weights, hyperparameters)``.
         inner_gradient_norm: ``|| grad_weights inner_loss(weights, hyperparameters) ||`` at the
-            solution — implicit differentiation assumes it is ~0; the other modes report it too.
+            solution — implicit differentiation assumes it is ~0; the other modes report it too
+            (nan where the caller turned the measurement off).
+        linear_system_residual: implicit modes only: ``|| H inverse_hvp - v || / || v ||``, how well
+            the linear system was solved (a warning is raised above 0.1); nan for the others.
     """
 
     gradient: Params
     weights: Params
     outer_loss: float
     inner_gradient_norm: float
+    linear_system_residual: float = float("nan")
 
 
 def check_inputs(weights: Mapping[str, Tensor], hyperparameters: Mapping[str, Tensor]) -> None:

@@ -4,8 +4,8 @@ A recipe names an ``experiment`` and its settings section; ``innerloop train REC
 it by that key. Every seed draws its own disjoint Fashion-MNIST splits and runs every method of
 the experiment — hyper-gradient learning and its search baselines — on them; results are written
 after every seed (``results.json``, atomically) so an interrupted run resumes at the next seed,
-and ``results.md`` reports each method's test accuracy with a 95% confidence interval over
-seeds, its cost (gradient evaluations or training runs) and measured seconds.
+and ``results.md`` reports each method's test accuracy with a 95% Student-t confidence interval
+over seeds (:func:`~innerloop.evaluate.protocol.mean_and_t_ci95`: a few seeds), its cost (gradient evaluations or training runs) and measured seconds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from innerloop.config import _apply_override, _build, read_recipe
 from innerloop.errors import ConfigError
-from innerloop.evaluate.protocol import mean_and_ci95
+from innerloop.evaluate.protocol import mean_and_t_ci95
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ReweightingSettings:
     batch_size: int = 100
     train_steps: int = 2000
     clean_batch: int = 100
-    keep_grid: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7, 0.8])
+    keep_grid: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
 
 
 EXPERIMENTS = {  # experiment -> (settings section, settings class)
@@ -166,8 +166,8 @@ def summarize(recipe: BilevelRecipe, per_seed: list[dict[str, dict[str, Any]]]) 
     for method in per_seed[0]:
         rows = [seed_results[method] for seed_results in per_seed]
         accuracies = torch.tensor([100 * row["test_accuracy"] for row in rows])
-        accuracy, interval = mean_and_ci95(accuracies)
-        difference, difference_interval = mean_and_ci95(accuracies - baseline_accuracy)
+        accuracy, interval = mean_and_t_ci95(accuracies)
+        difference, difference_interval = mean_and_t_ci95(accuracies - baseline_accuracy)
         entry: dict[str, Any] = {"test_accuracy": accuracy, "test_accuracy_ci95": interval,
                                  "difference_from_search": difference, "difference_from_search_ci95": difference_interval}
         for key, value in rows[0].items():

@@ -27,9 +27,14 @@ from innerloop.functional.params import Params
 
 @dataclass(frozen=True)
 class Unrolled:
-    """Reverse mode through the solver's steps; ``truncate`` = number of last steps kept (None: all)."""
+    """Reverse mode through the solver's steps; ``truncate`` = number of last steps kept (None: all).
+
+    ``measure_stationarity=False`` skips the extra gradient evaluation that fills
+    ``Hypergradient.inner_gradient_norm`` (nan then): worth it when the solver runs one step.
+    """
 
     truncate: int | None = None
+    measure_stationarity: bool = True
 
     def hypergradient(self, problem: BilevelProblem, weights: Params, hyperparameters: Params) -> Hypergradient:
         check_inputs(weights, hyperparameters)
@@ -52,7 +57,8 @@ class Unrolled:
         gradient = {name: torch.zeros_like(value) if grad is None else grad.detach()
                     for (name, value), grad in zip(constant.items(), grads)}
         solution = detached(solution)
-        return Hypergradient(gradient, solution, float(loss.detach()), gradient_norm(problem.inner_loss, solution, constant))
+        norm = gradient_norm(problem.inner_loss, solution, constant) if self.measure_stationarity else float("nan")
+        return Hypergradient(gradient, solution, float(loss.detach()), norm)
 
 
 def _detached_state(state: object) -> object:

@@ -11,10 +11,10 @@ same seeded batches from the same initialisation:
 * ``uniform weights``: plain training on the noisy labels;
 * ``small-loss selection, grid search``: each step trains only on the ``keep`` fraction of the
   batch with the smallest loss (the small-loss trick of co-teaching, Han et al. 2018), ``keep``
-  chosen by clean-validation accuracy from a grid — given the compute of learning to reweight:
-  one reweighted step costs about three plain ones (a lookahead forward/backward and its
-  reverse pass), so the grid has ``3`` values unless the recipe says otherwise, and the
-  measured seconds of every method are reported;
+  chosen by clean-validation accuracy from the recipe's ``keep_grid`` — sized to the compute of
+  learning to reweight: a reweighted step costs about three plain ones (a lookahead
+  forward/backward and its reverse pass, then the update), so the recipe's grid has three
+  values; the measured seconds of every method are reported next to the accuracies;
 * ``clean examples only``: training on the ``val_size`` clean examples alone.
 
 Each is scored by test accuracy at the end; the fraction of weight learning to reweight puts
@@ -54,7 +54,8 @@ def _train(splits: Splits, settings: dict[str, Any], seed: int, rule: str, keep:
     inputs = splits.train_x if inputs is None else inputs
     labels = splits.train_y if labels is None else labels
     weights = initial_weights(inputs.shape[1], settings["hidden_units"], seed)
-    generator = torch.Generator().manual_seed(20_000 + seed)
+    generator = torch.Generator().manual_seed(20_000 + seed)  # the training batches: the same for every method
+    clean_generator = torch.Generator().manual_seed(30_000 + seed)  # learning to reweight's clean batches
     lr, batch_size = settings["lr"], min(settings["batch_size"], len(labels))
     weight_on_noisy, weight_total = 0.0, 0.0
     began = time.perf_counter()
@@ -62,7 +63,7 @@ def _train(splits: Splits, settings: dict[str, Any], seed: int, rule: str, keep:
         batch = torch.randint(len(labels), (batch_size,), generator=generator)
         batch_x, batch_y = inputs[batch], labels[batch]
         if rule == "reweight":
-            clean = torch.randint(len(splits.val_y), (settings["clean_batch"],), generator=generator)
+            clean = torch.randint(len(splits.val_y), (settings["clean_batch"],), generator=clean_generator)
             coefficients = example_weights(_per_example, weights, batch_x, batch_y, splits.val_x[clean],
                                            splits.val_y[clean], inner_lr=lr)
             noisy = splits.noisy[batch].float()
