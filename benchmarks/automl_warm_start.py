@@ -19,6 +19,17 @@ meta-training datasets, and each method orders the pool:
   scores correlate best with the target's scores so far
   (:func:`innerloop.automl.similarity_search.similarity_search`; deterministic, so its seeds agree).
 
+With ``--leave-family-out``, a synthetic target's meta-training datasets also lose every dataset
+from its generator family (``make_classification``, moons, circles, Gaussian quantiles, blobs:
+:func:`generator_family`), so no prior can lean on a sibling drawn from the same generator; a
+bundled dataset is its own family, so for it the protocol is leave-one-dataset-out as before.
+Results then go to ``automl_warm_start_leave_family_out.{json,md}`` and no plot is drawn unless
+``--plot`` is given.
+
+The meta-features (:mod:`innerloop.automl.meta_features`) read only each dataset's train split;
+their landmarkers are cross-validated within it, so the warm start never sees the validation
+scores it is judged on.
+
 The random continuation uses the same seeds for all methods (``--seeds`` of them per target).
 A method's cost on a target is the number of evaluations until its best score so far is within
 ``tolerance`` (absolute accuracy) of the best score in the pool on that target; every method
@@ -31,6 +42,7 @@ plotted with its 95% band.
 
     python -m benchmarks.automl_warm_start [--synthetic 56] [--pool-size 150] [--seeds 20]
         [--neighbours 5] [--tolerances 0.01,0.005] [--table] [--plot docs/automl-warm-start-regret.png]
+        [--leave-family-out] [--cache-dir runs/automl/fresh]
 
 One thread (``threadpoolctl``); the first run builds the cache (9,000 evaluations and the
 meta-features: 363 s wall, 186 s CPU on a shared 2-core machine, 2026-11-30), later runs read it and
@@ -50,6 +62,7 @@ import torch
 
 from innerloop.automl import (
     MetaKnowledge,
+    TabularDataset,
     configuration_pool,
     dataset_collection,
     evaluate_configuration,
@@ -95,14 +108,44 @@ def method_orders(method: str, target_features: np.ndarray, target_scores: np.nd
     return [search_order(initial, size, seed) for seed in seeds]
 
 
+def generator_family(dataset: TabularDataset) -> str:
+    """The synthetic generator a dataset was drawn from (``source["generator"]``, e.g.
+    ``make_moons``), or its own name for a dataset not made by a generator (the bundled ones)."""
+    return str(dataset.source.get("generator", dataset.name))
+
+
+def family_rows(families: list[str]) -> list[list[int]]:
+    """For each target row, every row of its family (itself included): the rows leave-family-out removes."""
+    return [[row for row, other in enumerate(families) if other == family] for family in families]
+
+
+def same_family_share(knowledge: MetaKnowledge, families: list[str], num_neighbours: int,
+                      left_out: list[list[int]] | None = None) -> float:
+    """Mean over targets of the share of its ``num_neighbours`` nearest meta-training datasets
+    that come from the target's own generator family."""
+    shares = []
+    for target in range(knowledge.num_datasets):
+        removed = left_out[target] if left_out is not None else [target]
+        kept = [row for row in range(knowledge.num_datasets) if row not in removed]
+        nearest, _ = nearest_datasets(knowledge.meta_features[target], knowledge.without(removed), num_neighbours)
+        shares.append(np.mean([families[kept[row]] == families[target] for row in nearest]))
+    return float(np.mean(shares))
+
+
 def leave_one_out(knowledge: MetaKnowledge, methods: dict[str, tuple[str, int]], seeds: range,
-                  tolerances: list[float], curve_length: int) -> dict[str, dict[str, np.ndarray]]:
-    """Per method: ``evaluations [tolerances, targets, seeds]`` and ``regret [targets, seeds, curve_length]``."""
+                  tolerances: list[float], curve_length: int,
+                  left_out: list[list[int]] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per method: ``evaluations [tolerances, targets, seeds]`` and ``regret [targets, seeds, curve_length]``.
+    ``left_out[target]`` (rows, the target included) are removed from the meta-training datasets of
+    that target; by default only the target itself (leave-one-dataset-out)."""
     num_targets = knowledge.num_datasets
     results = {key: {"evaluations": np.zeros((len(tolerances), num_targets, len(seeds))),
                      "regret": np.zeros((num_targets, len(seeds), curve_length))} for key in methods}
     for target in range(num_targets):
-        rest = knowledge.without(target)
+        removed = left_out[target] if left_out is not None else [target]
+        if target not in removed:
+            raise ValueError(f"leave_one_out: left_out[{target}] must include the target row itself")
+        rest = knowledge.without(removed)
         scores = knowledge.scores[target]
         best = float(scores.max())
         for key, (method, num_initial) in methods.items():
@@ -140,7 +183,8 @@ def time_evaluations(datasets: list, pool: tuple, per_dataset: int) -> dict[str,
             "evaluations_timed": len(evaluation_seconds)}
 
 
-def plot_regret(results: dict, methods: list[str], tolerance: float, path: Path, pool_size: int) -> None:
+def plot_regret(results: dict, methods: list[str], tolerance: float, path: Path, pool_size: int,
+                protocol: str = "Leave-one-dataset-out") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +210,7 @@ def plot_regret(results: dict, methods: list[str], tolerance: float, path: Path,
     left.legend()
     right.grid(alpha=0.3)
     left.grid(alpha=0.3)
-    figure.suptitle(f"Leave-one-dataset-out, pool of {pool_size} configurations", fontsize=10)
+    figure.suptitle(f"{protocol}, pool of {pool_size} configurations", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -175,12 +219,17 @@ def plot_regret(results: dict, methods: list[str], tolerance: float, path: Path,
 
 def markdown_table(report: dict) -> str:
     settings = report["settings"]
-    lines = [f"Leave-one-dataset-out over {settings['datasets']} datasets ({settings['bundled']} bundled, "
+    protocol = ("Leave-family-out (a synthetic target's whole generator family is removed from its meta-training "
+                "datasets; a bundled target is left out alone)" if settings.get("leave_family_out")
+                else "Leave-one-dataset-out")
+    lines = [f"{protocol} over {settings['datasets']} datasets ({settings['bundled']} bundled, "
              f"{settings['synthetic']} synthetic), pool of {settings['pool_size']} configurations, "
              f"{settings['seeds']} random-search seeds per dataset, {settings['neighbours']} initial configurations "
              f"({report['date']}). Evaluations until the best validation accuracy so far is within the tolerance of "
              "the pool's best on that dataset: mean ± 95% CI over datasets (median); speed-up = random search's "
-             "mean evaluations / the method's, per dataset.", ""]
+             "mean evaluations / the method's, per dataset. Meta-features from the train split only (landmarkers "
+             f"cross-validated within it). Share of a target's {settings['neighbours']} nearest meta-training "
+             f"datasets from its own generator family: {report['same_family_share']:.0%}.", ""]
     for tolerance in report["tolerances"]:
         key = f"{tolerance:g}"
         lines += [f"**Within {tolerance:g} ({100 * tolerance:g} accuracy point{'s' if tolerance != 0.01 else ''}) "
@@ -236,10 +285,20 @@ def main() -> None:
     parser.add_argument("--curve-length", type=int, default=150)
     parser.add_argument("--timing-sample", type=int, default=5, help="evaluations timed per dataset (0: none)")
     parser.add_argument("--cache-dir", default=str(REPO / "runs" / "automl"))
-    parser.add_argument("--json", default=str(RESULTS / "automl_warm_start.json"))
-    parser.add_argument("--plot", default=str(REPO / "docs" / "automl-warm-start-regret.png"))
+    parser.add_argument("--json", default=None,
+                        help="default benchmarks/results/automl_warm_start.json "
+                             "(automl_warm_start_leave_family_out.json with --leave-family-out)")
+    parser.add_argument("--plot", default=None,
+                        help="default docs/automl-warm-start-regret.png (none with --leave-family-out)")
+    parser.add_argument("--leave-family-out", action="store_true",
+                        help="also remove a synthetic target's whole generator family from its meta-training datasets")
     parser.add_argument("--table", action="store_true", help="write the Markdown table beside the JSON and print it")
     args = parser.parse_args()
+    if args.json is None:
+        args.json = str(RESULTS / ("automl_warm_start_leave_family_out.json" if args.leave_family_out
+                                   else "automl_warm_start.json"))
+    if args.plot is None and not args.leave_family_out:
+        args.plot = str(REPO / "docs" / "automl-warm-start-regret.png")
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
@@ -264,7 +323,9 @@ def main() -> None:
     for k in ablation:
         methods[f"warm_start@{k}"] = ("warm_start", k)
         methods[f"global_best@{k}"] = ("global_best", k)
-    results = leave_one_out(knowledge, methods, seeds, tolerances, args.curve_length)
+    families = [generator_family(dataset) for dataset in datasets]
+    left_out = family_rows(families) if args.leave_family_out else None
+    results = leave_one_out(knowledge, methods, seeds, tolerances, args.curve_length, left_out)
     per_target = {key: value["evaluations"].mean(axis=2) for key, value in results.items()}  # [tolerances, targets]
     rows = []
     for key in MAIN_METHODS:
@@ -290,7 +351,11 @@ def main() -> None:
                      "collection_seed": args.collection_seed, "pool_size": len(pool), "pool_seed": args.pool_seed,
                      "pool_models": {m: sum(c.model == m for c in pool) for m in dict.fromkeys(c.model for c in pool)},
                      "seeds": args.seeds, "neighbours": args.neighbours, "validation_fraction": 0.3,
-                     "meta_features": list(knowledge.feature_names), "threads": 1},
+                     "meta_features": list(knowledge.feature_names),
+                     "meta_feature_protocol": knowledge.meta_feature_protocol,
+                     "leave_family_out": args.leave_family_out, "threads": 1},
+        "same_family_share": round(same_family_share(knowledge, families, args.neighbours, left_out), 4),
+        "same_family_share_leave_one_dataset_out": round(same_family_share(knowledge, families, args.neighbours), 4),
         "tolerances": tolerances, "budgets": budgets, "cache": str(cache), "cache_was_read": cached,
         "build_seconds": round(build_seconds, 1), "timing": timing,
         "methods": rows,
@@ -305,9 +370,11 @@ def main() -> None:
                                                for t, tol in enumerate(tolerances)} for key in MAIN_METHODS}}
                         for i, name in enumerate(knowledge.dataset_names)],
     }
-    plot_regret(results, list(MAIN_METHODS), tolerances[0], Path(args.plot), len(pool))
-    plot = Path(args.plot).resolve()
-    report["plot"] = str(plot.relative_to(REPO)) if plot.is_relative_to(REPO) else str(plot)
+    if args.plot:
+        plot_regret(results, list(MAIN_METHODS), tolerances[0], Path(args.plot), len(pool),
+                    "Leave-family-out" if args.leave_family_out else "Leave-one-dataset-out")
+        plot = Path(args.plot).resolve()
+        report["plot"] = str(plot.relative_to(REPO)) if plot.is_relative_to(REPO) else str(plot)
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,12 @@ from innerloop.automl import (
     split_dataset,
     synthetic_datasets,
 )
-from innerloop.automl.meta_features import statistical_meta_features
+from innerloop.automl.meta_features import (
+    LANDMARK_FOLDS,
+    landmark_folds,
+    landmark_meta_features,
+    statistical_meta_features,
+)
 from innerloop.automl.search_space import POOL_SHARES
 from innerloop.errors import DataError, MissingExtraError
 
@@ -49,10 +54,64 @@ def test_meta_features_of_a_hand_made_dataset_match_hand_computed_values():
     assert values["mean_abs_skewness"] == pytest.approx(6 / 3**1.5)
     assert values["mean_kurtosis"] == pytest.approx(21 / 9 - 3)
     assert values["mean_abs_correlation"] == pytest.approx(1.0)  # features 0 and 2: r = -1
-    # both validation points are copies of training points of their class, one threshold separates them
-    assert values["landmark_1nn"] == 1.0
-    assert values["landmark_stump"] == 1.0
-    assert values["landmark_naive_bayes"] == 1.0
+    # landmarkers: 3-fold CV within the 4 train rows (class 1 has one row, so plain k-fold). The
+    # lone class-1 row is never in its own fold's fit rows, so all three predict class 0 for it:
+    # wrong; each class-0 row has an identical class-0 copy among its fit rows (3 copies, at most 2
+    # held out together), so 1-NN, the stump and naive Bayes get it right: 3 of 4 correct.
+    assert values["landmark_1nn"] == 0.75
+    assert values["landmark_stump"] == 0.75
+    assert values["landmark_naive_bayes"] == 0.75
+
+
+def test_meta_features_never_read_the_validation_split():
+    # the split a search scores configurations on must not leak into the meta-features: change only
+    # the validation split (other rows, other size, labels flipped) and every meta-feature stays equal
+    dataset = synthetic_datasets(3, seed=5)[2]
+    generator = np.random.default_rng(0)
+    other_valid_x = generator.normal(size=(17, dataset.num_features)) * 10.0
+    other_valid_y = generator.integers(0, dataset.num_classes, size=17)
+    changed = TabularDataset(dataset.name, dataset.train_x, dataset.train_y, other_valid_x, other_valid_y,
+                             dataset.num_classes, dataset.split_seed)
+    assert meta_features(changed) == meta_features(dataset)
+    flipped = TabularDataset(dataset.name, dataset.train_x, dataset.train_y, dataset.valid_x,
+                             dataset.num_classes - 1 - dataset.valid_y, dataset.num_classes, dataset.split_seed)
+    assert meta_features(flipped) == meta_features(dataset)
+    # while changing the train split does move the landmarkers
+    shuffled_labels = np.random.default_rng(1).permutation(dataset.train_y)
+    relabelled = TabularDataset(dataset.name, dataset.train_x, shuffled_labels, dataset.valid_x, dataset.valid_y,
+                                dataset.num_classes, dataset.split_seed)
+    assert meta_features(relabelled)["landmark_1nn"] < meta_features(dataset)["landmark_1nn"] - 0.1
+
+
+def test_landmark_folds_are_stratified_seeded_and_hold_out_every_row_once():
+    labels = np.array([0] * 9 + [1] * 6 + [2] * 3)
+    folds = landmark_folds(labels)
+    assert len(folds) == LANDMARK_FOLDS == 3
+    held_out = np.concatenate([rows for _, rows in folds])
+    assert sorted(held_out.tolist()) == list(range(18))
+    for fit, rows in folds:
+        assert np.bincount(labels[rows]).tolist() == [3, 2, 1]  # a third of every class
+        assert set(fit.tolist()) | set(rows.tolist()) == set(range(18)) and not set(fit) & set(rows)
+    again = landmark_folds(labels)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    # a class with fewer rows than folds: plain k-fold, still every row held out once
+    sparse = landmark_folds(np.array([0, 0, 0, 0, 1]))
+    assert sorted(np.concatenate([rows for _, rows in sparse]).tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match="at least 2 train examples"):
+        landmark_folds(np.array([0]))
+
+
+def test_landmarkers_are_out_of_fold_accuracies_within_the_train_split():
+    # two well separated classes: every held-out row has its class's rows among its fit rows
+    x = np.vstack([np.random.default_rng(2).normal(size=(12, 2)), 50.0 + np.random.default_rng(3).normal(size=(12, 2))])
+    values = landmark_meta_features(x, np.repeat([0, 1], 12))
+    assert values == {"landmark_1nn": 1.0, "landmark_stump": 1.0, "landmark_naive_bayes": 1.0}
+    # 12 identical rows, 6 of each class: each stratified fold holds out 2 + 2 and fits on 4 + 4, so the
+    # stump cannot split and naive Bayes sees equal priors and likelihoods; both predict class 0 (the
+    # first on ties): the 2 class-0 rows right, the 2 class-1 rows wrong in every fold -> 6 / 12
+    same = landmark_meta_features(np.ones((12, 2)), np.tile([0, 1], 6))
+    assert same["landmark_stump"] == 0.5
+    assert same["landmark_naive_bayes"] == 0.5
 
 
 def test_statistical_meta_features_agree_with_scipy_on_random_data():

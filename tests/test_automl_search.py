@@ -25,6 +25,7 @@ from innerloop.automl import (
     synthetic_datasets,
     warm_start_configurations,
 )
+from innerloop.automl.meta_features import META_FEATURE_PROTOCOL
 from innerloop.automl.similarity_search import propose_next, relative_scores, score_similarity, similarity_search
 
 
@@ -174,3 +175,29 @@ def test_similarity_search_evaluates_the_initial_list_first_and_never_repeats():
     np.testing.assert_array_equal(observed, target[order])
     with pytest.raises(ValueError, match="budget"):
         similarity_search(knowledge, [], objective, budget=13)
+
+
+def test_leaving_several_datasets_out_removes_their_rows_and_refuses_to_remove_all():
+    knowledge = knowledge_of([[0.0], [1.0], [2.0], [3.0]], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]])
+    rest = knowledge.without([0, 2])
+    assert rest.dataset_names == ("d1", "d3")
+    np.testing.assert_array_equal(rest.scores, knowledge.scores[[1, 3]])
+    np.testing.assert_array_equal(rest.meta_features, knowledge.meta_features[[1, 3]])
+    with pytest.raises(ValueError, match="leaves no dataset"):
+        knowledge.without([0, 1, 2, 3])
+
+
+def test_a_cache_from_another_meta_feature_protocol_keeps_its_scores_and_gets_new_meta_features(
+        small_collection, tmp_path):
+    datasets, pool = small_collection
+    knowledge, path, _ = load_or_build_knowledge(datasets[:2], pool, tmp_path)
+    assert knowledge.meta_feature_protocol == META_FEATURE_PROTOCOL
+    # a file from an older protocol: stale meta-features, marked scores (to see they are kept, not rebuilt)
+    marked_scores = np.full_like(knowledge.scores, 0.5)
+    MetaKnowledge(knowledge.dataset_names, pool, np.zeros_like(knowledge.meta_features), marked_scores,
+                  knowledge.feature_names, "landmarkers on the validation split").save(path)
+    reread, same_path, cached = load_or_build_knowledge(datasets[:2], pool, tmp_path)
+    assert cached and same_path == path
+    np.testing.assert_array_equal(reread.scores, marked_scores)
+    np.testing.assert_array_equal(reread.meta_features, knowledge.meta_features)
+    assert MetaKnowledge.load(path).meta_feature_protocol == META_FEATURE_PROTOCOL  # rewritten

@@ -2,7 +2,10 @@
 
 The three groups of the meta-learning literature (Brazdil et al. 2009, "Metalearning:
 Applications to Data Mining"; the set Auto-sklearn warm-starts from, Feurer et al. 2015), all
-computed from the train split except the landmarkers, which are scored on the validation split:
+computed from the train split alone. The validation split is what a hyperparameter search scores
+its configurations on, so no meta-feature reads it: a landmarker scored there would be an
+uncounted evaluation of the target (1-NN's validation accuracy *is* the score of the pool's
+``knn(n_neighbors=1)`` configurations).
 
 * simple: ``log_num_examples = log(n_train)``, ``log_num_features = log(d)``, ``num_classes``,
   ``class_entropy = -sum_c p_c log p_c`` (nats, ``p_c`` the class shares of the train labels) and
@@ -10,9 +13,13 @@ computed from the train split except the landmarkers, which are scored on the va
 * statistical, over the non-constant features: ``mean_abs_skewness`` (mean of ``|m3 / m2**1.5|``),
   ``mean_kurtosis`` (mean excess kurtosis ``m4 / m2**2 - 3``; ``m_k`` the k-th central moment) and
   ``mean_abs_correlation`` (mean ``|Pearson r|`` over distinct feature pairs; 0 with fewer than two);
-* landmarkers: validation accuracy of three cheap models trained on the train split — 1-nearest
+* landmarkers: cross-validated accuracy of three cheap models on the train split — 1-nearest
   neighbour (standardised features), a decision stump (depth-1 tree) and Gaussian naive Bayes
-  (Pfahringer et al. 2000, "Meta-learning by landmarking various learning algorithms").
+  (Pfahringer et al. 2000, "Meta-learning by landmarking various learning algorithms"). As in
+  Feurer et al. 2015, they are computed by ``LANDMARK_FOLDS``-fold cross-validation within the
+  train split (:func:`landmark_folds`: stratified when every class has at least ``LANDMARK_FOLDS``
+  train examples, otherwise plain k-fold; shuffled with ``LANDMARK_SEED``); the value is the
+  out-of-fold accuracy, ``correct out-of-fold predictions / n_train``.
 
 Before distances are taken, :class:`MetaFeatureScaler` standardises each meta-feature with the
 mean and standard deviation over the meta-training datasets (a constant meta-feature gets scale 1).
@@ -28,11 +35,17 @@ import numpy as np
 
 from innerloop.automl.datasets import TabularDataset, check_classification_data
 from innerloop.automl.dependencies import require_sklearn
+from innerloop.errors import DataError
 
 SIMPLE_NAMES = ("log_num_examples", "log_num_features", "num_classes", "class_entropy", "class_imbalance")
 STATISTICAL_NAMES = ("mean_abs_skewness", "mean_kurtosis", "mean_abs_correlation")
 LANDMARK_NAMES = ("landmark_1nn", "landmark_stump", "landmark_naive_bayes")
 META_FEATURE_NAMES = SIMPLE_NAMES + STATISTICAL_NAMES + LANDMARK_NAMES
+LANDMARK_FOLDS = 3
+LANDMARK_SEED = 0
+# How the meta-features are computed; a knowledge cache written under another protocol has its
+# meta-features recomputed (innerloop.automl.knowledge.load_or_build_knowledge).
+META_FEATURE_PROTOCOL = f"train split only; landmarkers {LANDMARK_FOLDS}-fold CV on train, seed {LANDMARK_SEED}"
 
 
 def simple_meta_features(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, float]:
@@ -64,9 +77,31 @@ def statistical_meta_features(train_x: np.ndarray) -> dict[str, float]:
             "mean_abs_correlation": mean_abs_correlation}
 
 
-def landmark_meta_features(dataset: TabularDataset) -> dict[str, float]:
-    """Validation accuracy of 1-NN, a decision stump and Gaussian naive Bayes."""
+def landmark_folds(train_y: np.ndarray, num_folds: int = LANDMARK_FOLDS,
+                   seed: int = LANDMARK_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(fit rows, held-out rows)`` of a shuffled, seeded k-fold split of the train split:
+    stratified when every class has at least ``num_folds`` examples, otherwise plain k-fold
+    (``min(num_folds, n_train)`` folds). Every row is held out exactly once."""
     require_sklearn()
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    train_y = np.asarray(train_y)
+    if len(train_y) < 2 or num_folds < 2:
+        raise DataError(f"landmark_folds: cross-validation needs at least 2 train examples and 2 folds, got "
+                        f"{len(train_y)} examples and {num_folds} folds; give a larger train split")
+    _, counts = np.unique(train_y, return_counts=True)
+    if counts.min() >= num_folds:
+        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=min(num_folds, len(train_y)), shuffle=True, random_state=seed)
+    return [(fit, held_out) for fit, held_out in splitter.split(np.zeros((len(train_y), 1)), train_y)]
+
+
+def landmark_meta_features(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, float]:
+    """Out-of-fold accuracy, within the train split (:func:`landmark_folds`), of 1-NN, a decision
+    stump and Gaussian naive Bayes."""
+    require_sklearn()
+    from sklearn.base import clone
     from sklearn.naive_bayes import GaussianNB
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -76,16 +111,24 @@ def landmark_meta_features(dataset: TabularDataset) -> dict[str, float]:
     landmarkers = {"landmark_1nn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=1)),
                    "landmark_stump": DecisionTreeClassifier(max_depth=1, random_state=0),
                    "landmark_naive_bayes": GaussianNB()}
-    return {name: float(np.mean(model.fit(dataset.train_x, dataset.train_y).predict(dataset.valid_x)
-                                == dataset.valid_y)) for name, model in landmarkers.items()}
+    folds = landmark_folds(train_y)
+    correct = dict.fromkeys(landmarkers, 0)
+    for fit, held_out in folds:
+        for name, model in landmarkers.items():
+            # a fold of identical rows gives naive Bayes zero variances (log 0 = -inf); its prediction stands
+            with np.errstate(divide="ignore", invalid="ignore"):
+                predictions = clone(model).fit(train_x[fit], train_y[fit]).predict(train_x[held_out])
+            correct[name] += int((predictions == train_y[held_out]).sum())
+    return {name: correct[name] / len(train_y) for name in landmarkers}
 
 
 def meta_features(dataset: TabularDataset) -> dict[str, float]:
-    """All meta-features of ``dataset``, in the order of ``META_FEATURE_NAMES``."""
-    for part, x, y in (("train", dataset.train_x, dataset.train_y), ("validation", dataset.valid_x, dataset.valid_y)):
-        check_classification_data(np.asarray(x), np.asarray(y), f"{dataset.name} ({part} split)")
-    values = {**simple_meta_features(dataset.train_x, dataset.train_y),
-              **statistical_meta_features(dataset.train_x), **landmark_meta_features(dataset)}
+    """All meta-features of ``dataset``, in the order of ``META_FEATURE_NAMES``, computed from its
+    train split only (the validation split is never read)."""
+    train_x, train_y = np.asarray(dataset.train_x), np.asarray(dataset.train_y)
+    check_classification_data(train_x, train_y, f"{dataset.name} (train split)")
+    values = {**simple_meta_features(train_x, train_y), **statistical_meta_features(train_x),
+              **landmark_meta_features(train_x, train_y)}
     return {name: values[name] for name in META_FEATURE_NAMES}
 
 
