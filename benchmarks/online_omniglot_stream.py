@@ -7,7 +7,10 @@ seeded streams of *evaluation*-alphabet classes (:class:`innerloop.online.ClassS
 After every arrival the protocol (:func:`innerloop.online.evaluate_stream`) scores all classes
 seen so far, classified among all seen classes ("all seen") and among their own arrival's
 classes ("within task"); the numbers are means over ``--seeds`` stream orders with 95%
-intervals over those orders (one training run per method).
+Student-t intervals over those orders. Each method is trained once, so the intervals cover
+stream orders only, not training seeds. Paired differences (OML − FTML, OML − fine-tuning,
+FTML − fine-tuning) of the final all-seen accuracy and forgetting are taken stream by stream
+(:func:`innerloop.online.paired_difference`), mean ± Student-t interval.
 
 * **FTML** (:class:`innerloop.online.FTML`): ``θ`` pre-trained by ``--ftml-steps`` MAML updates
   (``--ftml-order``, first order by default) on 5-way 5-shot background episodes; on the stream
@@ -34,7 +37,9 @@ are the other 900. ``--save-dir`` keeps each trained network; ``--load-dir`` reu
 writes ``benchmarks/results/online_omniglot_stream.json`` (curves and summaries), the Markdown
 table beside it and the plot ``docs/online-omniglot-stream.png``. Runs on one thread.
 ``--methods`` runs a subset and merges its rows into an existing JSON of the same stream settings
-(each row keeps its own command, date and wall time).
+(each row keeps its own command, date and wall time). ``--resummarize`` runs nothing: it
+recomputes the summaries and paired differences of an existing JSON from its per-seed values
+(see :func:`resummarize`) and rewrites the JSON, the table and the plot.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import torch
 
 from innerloop.data import load_split
 from innerloop.data.store import ClassSplit
+from innerloop.evaluate.protocol import t_quantile_95
 from innerloop.online import (
     FTML,
     OML,
@@ -59,9 +65,11 @@ from innerloop.online import (
     NaiveFineTuning,
     OnlineNetwork,
     evaluate_stream,
+    paired_difference,
     subset,
     summarize_records,
 )
+from innerloop.online.stream import interval_over_seeds
 from innerloop.tasks.sampler import EpisodeSampler
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,6 +80,10 @@ SPLIT_SEED = 12345
 LABELS = {"ftml": "FTML", "ftml-no-updates": "FTML without stream meta-updates (ablation)", "oml": "OML",
           "finetune": "Fine-tuning (pretrained)", "scratch": "Fine-tuning (from scratch)"}
 TRAINING = {"ftml": "ftml", "ftml-no-updates": "ftml", "oml": "oml", "finetune": "finetune"}  # whose weights
+PAIRS = (("oml", "ftml"), ("oml", "finetune"), ("ftml", "finetune"))  # paired differences: first − second
+PAIRED_METRICS = {"final_seen_accuracy": lambda record: record["seen_accuracy"]["all_seen"][-1],
+                  "forgetting": lambda record: record["forgetting"]["all_seen"]}  # per seed, all-seen view
+INTERVAL = "student-t"  # what the JSON's intervals are (older JSONs: normal, 1.96)
 
 
 def background_splits(root: str | None) -> tuple[ClassSplit, ClassSplit]:
@@ -200,6 +212,74 @@ def rounded(value, digits: int = 4):
     return value
 
 
+def paired_differences(report: dict) -> dict:
+    """For each pair of ``PAIRS`` present in ``report``: ``[mean, ci95]`` of the per-stream
+    differences (first − second) of each ``PAIRED_METRICS`` value, over the streams both were
+    scored on (the same seeds; raises SystemExit when the rows' seeds differ)."""
+    rows = {row["key"]: row for row in report["results"]}
+    differences = {}
+    for first, second in PAIRS:
+        if first not in rows or second not in rows:
+            continue
+        records = {key: sorted(rows[key]["records"], key=lambda record: record["seed"]) for key in (first, second)}
+        if [r["seed"] for r in records[first]] != [r["seed"] for r in records[second]]:
+            raise SystemExit(f"{first} and {second} were scored on different stream seeds; no paired difference")
+        differences[f"{first} - {second}"] = {
+            metric: paired_difference([value(r) for r in records[first]], [value(r) for r in records[second]])
+            for metric, value in PAIRED_METRICS.items()}
+    return differences
+
+
+def resummarize(report: dict) -> dict:
+    """``report`` with every row's intervals recomputed (Student-t) from the per-seed values the
+    JSON keeps: the seen-accuracy curves and their final values, forgetting, new-class accuracy
+    and seconds per stream. The means stay as stored (computed from the unrounded per-seed values;
+    the recomputed ones must agree within the JSON's rounding). The learning-speed numbers (curve, fraction reached, updates to the
+    threshold) need the per-seed probe curves, which the JSON does not keep: a report whose
+    intervals were normal has their half-widths scaled by ``t_{0.975,n-1} / 1.96`` (the same
+    change for the same per-seed spread). Adds the paired differences and a note."""
+    was_normal = report.get("interval") != INTERVAL
+    for row in report["results"]:
+        records = sorted(row["records"], key=lambda record: record["seed"])
+        summary = row["summary"]
+
+        def keep_mean(stored: list, values) -> list:
+            mean, half_width = interval_over_seeds(values)
+            if stored[0] is not None and not math.isnan(stored[0]) and abs(mean - stored[0]) > 1e-3 * abs(stored[0]):
+                raise SystemExit(f"{row['key']}: per-seed values give mean {mean}, the summary says {stored[0]}; "
+                                 "the JSON's records are not the summarized ones: rerun the benchmark")
+            return [stored[0], half_width]
+
+        for view in VIEWS:
+            curves = torch.tensor([r["seen_accuracy"][view] for r in records], dtype=torch.float64)
+            forgetting = [math.nan if r["forgetting"][view] is None else r["forgetting"][view] for r in records]
+            new_class = [sum(r["new_class_accuracy"][view]) / len(r["new_class_accuracy"][view]) for r in records]
+            stored = summary[view]
+            summary[view] = {
+                "seen_curve": [keep_mean(stored["seen_curve"][t], curves[:, t]) for t in range(curves.shape[1])],
+                "final_seen_accuracy": keep_mean(stored["final_seen_accuracy"], curves[:, -1]),
+                "forgetting": keep_mean(stored["forgetting"], forgetting),
+                "new_class_accuracy": keep_mean(stored["new_class_accuracy"], new_class),
+            }
+        summary["seconds_per_stream"] = keep_mean(summary["seconds_per_stream"], [r["seconds"] for r in records])
+        if was_normal:
+            scale = t_quantile_95(len(records) - 1) / 1.96
+            speed = summary["learning_speed"]
+            speed["curve"] = [[mean, half * scale] for mean, half in speed["curve"]]
+            for key in ("fraction_reached", "updates_to_threshold"):
+                speed[key] = [speed[key][0], speed[key][1] * scale]
+    if was_normal:
+        seeds = len(report["settings"]["seeds"])
+        report["notes"] = report.get("notes", []) + [
+            f"Intervals recomputed as Student-t (t_{{0.975,{seeds - 1}}} = {t_quantile_95(seeds - 1)}) from the "
+            "per-seed values kept here, without rerunning anything; the learning-speed intervals (curve, "
+            "fraction reached, updates to threshold), whose per-seed probe curves are not kept, were the "
+            f"normal ones scaled by {t_quantile_95(seeds - 1)}/1.96."]
+    report["interval"] = INTERVAL
+    report["paired_differences"] = paired_differences(report)
+    return report
+
+
 def markdown_table(report: dict) -> str:
     def cell(pair: list[float], scale: float = 100.0) -> str:
         return "—" if pair[0] is None or math.isnan(pair[0]) else f"{scale * pair[0]:.1f} ± {scale * pair[1]:.1f}"
@@ -207,8 +287,10 @@ def markdown_table(report: dict) -> str:
     settings = report["settings"]
     lines = [f"Omniglot evaluation alphabets, {settings['stream_classes']} classes arriving "
              f"{settings['classes_per_arrival']} at a time, {settings['train_shots']} training images per class shown "
-             f"one at a time, {settings['test_shots']} held-out images per class; mean ± 95% CI over "
-             f"{len(settings['seeds'])} stream orders ({report['date']}, {report['wall_minutes']} min wall, one thread).",
+             f"one at a time, {settings['test_shots']} held-out images per class; mean ± 95% Student-t CI over "
+             f"{len(settings['seeds'])} stream orders, the same streams for every method ({report['date']}, "
+             f"{report['wall_minutes']} min wall, one thread). One training run per method: the intervals cover "
+             "stream orders only, not training seeds.",
              "",
              "| Method | All seen: final acc. (%) | All seen: forgetting | All seen: new-class acc. | "
              "Within task: final acc. | Within task: forgetting | New task before its updates → after | "
@@ -224,6 +306,15 @@ def markdown_table(report: dict) -> str:
                      f"{row['training'].get('wall_seconds', 0) / 60:.1f} min"
                      f"{' (weights of an earlier run)' if row['training'].get('reused') else ''} / "
                      f"{row.get('wall_minutes') or '?'} min |")
+    if report.get("paired_differences"):
+        lines += ["", "Paired differences on the same streams (first − second, points; mean ± 95% Student-t CI of "
+                  "the per-stream differences, over stream orders only):", "",
+                  "| Pair | All seen: final acc. | All seen: forgetting |", "|---|---|---|"]
+        for pair, values in report["paired_differences"].items():
+            first, second = pair.split(" - ")
+            lines.append(f"| {LABELS[first]} − {LABELS[second]} | {cell(values['final_seen_accuracy'])} | "
+                         f"{cell(values['forgetting'])} |")
+    lines += [f"", *report.get("notes", [])] if report.get("notes") else []
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +345,8 @@ def plot(report: dict, path: Path) -> None:
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle("Omniglot class stream (evaluation alphabets): mean and 95% CI over stream orders", fontsize=10)
+    figure.suptitle("Omniglot class stream (evaluation alphabets): mean and 95% Student-t CI over stream orders "
+                    "(one training run per method)", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -300,6 +392,9 @@ def main() -> None:
     parser.add_argument("--save-dir", help="save each trained network (and its training cost) here")
     parser.add_argument("--load-dir", help="reuse networks saved by --save-dir instead of training")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: check that everything runs")
+    parser.add_argument("--resummarize", action="store_true",
+                        help="run nothing: recompute the summaries and paired differences of --json from its "
+                             "per-seed values and rewrite it, its table and --plot")
     parser.add_argument("--json", default=str(RESULTS / "online_omniglot_stream.json"))
     parser.add_argument("--plot", default=str(DOCS / "online-omniglot-stream.png"))
     args = parser.parse_args()
@@ -307,6 +402,13 @@ def main() -> None:
         args.seeds, args.stream_classes, args.ftml_steps, args.oml_steps, args.pretrain_steps = 2, 20, 5, 5, 5
         args.lr_grid, args.ftml_stream_lr_grid, args.log_every = [0.01, 0.1], [0.001], 5
     torch.set_num_threads(1)
+    if args.resummarize:
+        path = Path(args.json)
+        if not path.is_file():
+            raise SystemExit(f"--resummarize reads an existing {path}; run the benchmark first")
+        report = resummarize(json.loads(path.read_text()))
+        write_report(report, path, Path(args.plot))
+        return
     methods = [key for key in args.methods.split(",") if key]
     train_split, validation = background_splits(args.data_root)
     evaluation = load_split("omniglot", "evaluation", args.data_root, rotations=(0,))
@@ -346,11 +448,16 @@ def main() -> None:
                 "train_shots": args.train_shots, "test_shots": args.test_shots, "seeds": list(range(args.seeds))}
     path = Path(args.json)
     report = json.loads(path.read_text()) if path.is_file() else {}  # read now: another run may have written it
+    if report.get("results") and report.get("interval") != INTERVAL:
+        report = resummarize(report)  # older rows' normal intervals, made Student-t like the new ones
     same = {k: v for k, v in report.get("settings", {}).items() if k != "arguments"} == settings
     rows = {row["key"]: {"command": report.get("command"), "date": report.get("date"), "wall_minutes": None, **row}
             for row in report.get("results", [])} if same else {}  # older rows keep their command and date
+    notes = report.get("notes", []) if same else []  # e.g. how older rows' intervals were recomputed
     for other in args.merge_from:
         merged = json.loads(Path(other).read_text())
+        merged = merged if merged.get("interval") == INTERVAL else resummarize(merged)
+        notes += [note for note in merged.get("notes", []) if note not in notes]
         if {k: v for k, v in merged["settings"].items() if k != "arguments"} != settings:
             raise SystemExit(f"{other} has other stream settings ({merged['settings']}); not merged")
         rows.update({row["key"]: {"command": merged.get("command"), "date": merged.get("date"),
@@ -360,14 +467,21 @@ def main() -> None:
     report = {"benchmark": "online_omniglot_stream", "date": max(row["date"] for row in rows.values()),
               "commands": sorted({row["command"] for row in rows.values()}),
               "wall_minutes": round(sum(row["wall_minutes"] or 0 for row in rows.values()), 1), "torch_threads": 1,
-              "settings": settings, "results": sorted(rows.values(), key=lambda row: order.index(row["key"]))}
-    path.parent.mkdir(parents=True, exist_ok=True)
+              "interval": INTERVAL, "notes": notes, "settings": settings,
+              "results": sorted(rows.values(), key=lambda row: order.index(row["key"]))}
     for row in report["results"]:  # per-seed curves of new-class accuracy: only their summary is kept
         row["records"] = [{k: v for k, v in record.items() if k != "new_class_curve"} for record in row["records"]]
+    report["paired_differences"] = paired_differences(report)
+    write_report(report, path, Path(args.plot))
+
+
+def write_report(report: dict, path: Path, plot_path: Path) -> None:
+    """The JSON at ``path``, the Markdown table beside it and the plot; prints the table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rounded(report), indent=1) + "\n")
     table = markdown_table(report)
     path.with_suffix(".md").write_text(table)
-    plot(report, Path(args.plot))
+    plot(report, plot_path)
     print(table)
 
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from innerloop.errors import TaskError
-from innerloop.evaluate.protocol import mean_and_ci95
-from innerloop.online import ClassStream, StreamRecord, evaluate_stream, summarize_records
+from innerloop.online import ClassStream, StreamRecord, evaluate_stream, paired_difference, summarize_records
 from innerloop.online.stream import Arrival, per_class_accuracy
 
 
@@ -140,8 +139,8 @@ def test_derived_numbers_from_a_hand_made_matrix():
                          [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
     summary = summarize_records([record, other], threshold=0.8)
     assert summary["classes_seen"] == [1, 2, 3]
-    mean, ci95 = mean_and_ci95(torch.tensor([0.7, 0.6]))
-    assert summary["all_seen"]["final_seen_accuracy"] == pytest.approx([mean, ci95])
+    # Student-t over 2 stream orders: std 0.0707 / sqrt(2) = 0.05, times t_{0.975,1} = 12.706
+    assert summary["all_seen"]["final_seen_accuracy"] == pytest.approx([0.65, 12.706 * 0.05])
     assert summary["learning_speed"]["fraction_reached"][0] == pytest.approx((2 / 3 + 1) / 2)
     assert summary["learning_speed"]["curve"][0][0] == pytest.approx((0.4 + 0.0) / 2)
 
@@ -151,3 +150,13 @@ def test_per_class_accuracy_maps_columns_to_the_offered_classes():
     logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     labels = torch.tensor([4, 9, 4, 9])
     assert per_class_accuracy(logits, labels, classes).tolist() == [0.5, 0.5]
+
+
+def test_paired_difference_is_the_t_interval_of_per_seed_differences():
+    # differences 0.1, 0.3, 0.2: mean 0.2, std 0.1, half-width t_{0.975,2} * 0.1 / sqrt(3)
+    mean, ci95 = paired_difference([0.5, 0.7, 0.6], [0.4, 0.4, 0.4])
+    assert mean == pytest.approx(0.2) and ci95 == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    # a shift shared by both learners on a stream cancels: identical differences, zero width
+    assert paired_difference([0.9, 0.2, 0.5], [0.8, 0.1, 0.4]) == pytest.approx([0.1, 0.0])
+    with pytest.raises(ValueError, match="same streams"):
+        paired_difference([0.5, 0.7], [0.4])

@@ -8,7 +8,8 @@
   every weight;
 * :class:`ClassStream` and :func:`evaluate_stream` — the protocol: seeded streams of unseen
   classes, accuracy on all seen classes after each arrival, forgetting, new-class accuracy and
-  learning speed, summarized over seeds with 95% intervals (:func:`summarize_records`).
+  learning speed, summarized over seeds with 95% Student-t intervals (:func:`summarize_records`),
+  and paired differences of two learners on the same streams (:func:`paired_difference`).
 """
 
 from innerloop.online.batches import ClassBatches, subset
@@ -24,9 +25,10 @@ from innerloop.online.stream import (
     StreamLearner,
     StreamRecord,
     evaluate_stream,
+    paired_difference,
     summarize_records,
 )
 
 __all__ = ["FTML", "OML", "VIEWS", "Arrival", "ClassBatches", "ClassStream", "NaiveFineTuning", "OnlineNetwork",
-           "OnlineSGDLearner", "StreamLearner", "StreamRecord", "evaluate_stream", "subset", "summarize_records",
-           "with_zero_output"]
+           "OnlineSGDLearner", "StreamLearner", "StreamRecord", "evaluate_stream", "paired_difference", "subset",
+           "summarize_records", "with_zero_output"]

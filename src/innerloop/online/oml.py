@@ -12,7 +12,7 @@ order, and a batch ``remember_x`` of images of random classes. With
 ``trajectory_features = body(trajectory_x)`` computed once (the RLN does not change in the
 inner loop):
 
-    pln = head parameters, the output rows of the trajectory's classes reset to zero
+    pln = head parameters, the trajectory classes' output weight rows and biases set to zero
     repeat for step in 0..len(trajectory)-1:               (one image per step, as online)
         pln = pln - inner_lr * grad(cross_entropy(head(pln, trajectory_features[step]),
                                                   trajectory_y[step]))
@@ -22,8 +22,11 @@ inner loop):
 and the meta-gradient flows through every inner step (second order) into the RLN and the PLN
 initialization. The loss on the remembered classes is what penalizes interference: an
 adaptation that learns the trajectory's class by overwriting other classes is punished. Resetting
-the trajectory classes' output rows (as the paper's implementation does) makes every
-trajectory a class being learned from scratch, as in the stream.
+the trajectory classes' outputs makes every trajectory a class being learned from scratch, as in
+the stream. Ours sets both the output weight row and the output bias of each trajectory class to
+zero (``reset_trajectory_classes``); the paper's reference implementation differs: it
+re-initializes only the weight row, with a fresh kaiming-normal draw, and leaves the bias as it
+is. With ours, a trajectory class's logit is 0 for every image before its first inner step.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ class OML(OnlineSGDLearner):
         inner_lr: SGD rate of the PLN's inner steps during meta-training.
         online_lr: SGD rate of the PLN on the stream (OML's paper picks it per setting by search).
         order: ``"second"`` (the paper) or ``"first"`` (inner gradients as constants).
-        reset_trajectory_classes: zero the trajectory classes' output rows before the inner loop.
+        reset_trajectory_classes: set the trajectory classes' output weight rows and biases to zero
+            before the inner loop (the reference implementation instead redraws only the weight
+            rows, kaiming-normal, and keeps the biases).
     """
 
     name = "oml"

@@ -45,7 +45,11 @@ Only seen classes are ever offered as candidates or scored. From the matrix:
   threshold is reached.
 
 :func:`summarize_records` turns the records of several seeds (stream orders) into means with 95%
-intervals (:func:`innerloop.evaluate.protocol.mean_and_ci95`) over seeds.
+Student-t intervals over seeds (:func:`innerloop.evaluate.protocol.mean_and_t_ci95`: with a few
+stream orders the normal quantile 1.96 would be too narrow, ×1.21 at 8 orders), and
+:func:`paired_difference` gives the mean and Student-t interval of the per-seed differences of
+two learners scored on the same streams. These intervals cover the variation over stream orders
+only: a learner trained once is one draw of its training seed.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from torch import Tensor
 
 from innerloop.data.store import ClassSplit
 from innerloop.errors import TaskError
-from innerloop.evaluate.protocol import mean_and_ci95
+from innerloop.evaluate.protocol import mean_and_t_ci95
 from innerloop.tasks.sampler import EpisodeSampler, check_episode_shape
 
 VIEWS = ("all_seen", "within_task")
@@ -244,17 +248,32 @@ def evaluate_stream(learner: StreamLearner, stream: ClassStream) -> StreamRecord
                         accuracy, curves, time.perf_counter() - start)
 
 
-def _interval(values: Sequence[float] | Tensor) -> list[float]:
+def interval_over_seeds(values: Sequence[float] | Tensor) -> list[float]:
+    """``[mean, ci95]`` (Student-t) of one number per seed, NaN seeds left out; NaNs if none."""
     values = torch.as_tensor(values, dtype=torch.float64)
     values = values[~torch.isnan(values)]
     if values.numel() == 0:
         return [math.nan, math.nan]
-    mean, ci95 = mean_and_ci95(values)
+    mean, ci95 = mean_and_t_ci95(values)
     return [mean, ci95]
 
 
+def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """``[mean, ci95]`` of ``values[i] - baseline[i]`` over seeds (Student-t interval): two
+    learners' per-seed numbers on the same streams (same seeds, same order), so the variation of
+    stream difficulty shared by both cancels. Seeds where either value is NaN are left out.
+
+    Raises:
+        ValueError: when the two sequences have different lengths (not the same streams).
+    """
+    if len(values) != len(baseline):
+        raise ValueError(f"paired_difference needs one value per stream for both learners; got "
+                         f"{len(values)} and {len(baseline)} values: score both on the same streams")
+    return interval_over_seeds(torch.as_tensor(values, dtype=torch.float64) - torch.as_tensor(baseline, dtype=torch.float64))
+
+
 def summarize_records(records: Sequence[StreamRecord], threshold: float = 0.8) -> dict:
-    """Means and 95% intervals over the seeds (stream orders) of ``records`` (one learner).
+    """Means and 95% Student-t intervals over the seeds (stream orders) of ``records`` (one learner).
 
     Per-seed numbers first (mean over arrivals or classes), then ``[mean, ci95]`` over seeds:
     the seen-class accuracy after each arrival (``seen_curve``), its final value, forgetting,
@@ -270,10 +289,10 @@ def summarize_records(records: Sequence[StreamRecord], threshold: float = 0.8) -
     for view in VIEWS:
         curves = torch.stack([r.seen_accuracy(view) for r in records])
         summary[view] = {
-            "seen_curve": [_interval(curves[:, t]) for t in range(curves.shape[1])],
-            "final_seen_accuracy": _interval(curves[:, -1]),
-            "forgetting": _interval([r.forgetting(view) for r in records]),
-            "new_class_accuracy": _interval([float(r.new_class_accuracy(view).mean()) for r in records]),
+            "seen_curve": [interval_over_seeds(curves[:, t]) for t in range(curves.shape[1])],
+            "final_seen_accuracy": interval_over_seeds(curves[:, -1]),
+            "forgetting": interval_over_seeds([r.forgetting(view) for r in records]),
+            "new_class_accuracy": interval_over_seeds([float(r.new_class_accuracy(view).mean()) for r in records]),
         }
     length = max(len(curve) for r in records for curve in r.new_class_curve)
     speed = torch.full((len(records), length), math.nan, dtype=torch.float64)
@@ -284,11 +303,11 @@ def summarize_records(records: Sequence[StreamRecord], threshold: float = 0.8) -
         speed[row] = torch.nanmean(padded, dim=0)
     reached = [r.updates_to_reach(threshold) for r in records]
     summary["learning_speed"] = {
-        "curve": [_interval(speed[:, u]) for u in range(length)],
+        "curve": [interval_over_seeds(speed[:, u]) for u in range(length)],
         "threshold": threshold,
-        "fraction_reached": _interval([float((~torch.isnan(u)).double().mean()) for u in reached]),
-        "updates_to_threshold": _interval([float(torch.nanmean(u)) if bool((~torch.isnan(u)).any())
+        "fraction_reached": interval_over_seeds([float((~torch.isnan(u)).double().mean()) for u in reached]),
+        "updates_to_threshold": interval_over_seeds([float(torch.nanmean(u)) if bool((~torch.isnan(u)).any())
                                            else math.nan for u in reached]),
     }
-    summary["seconds_per_stream"] = _interval([r.seconds for r in records])
+    summary["seconds_per_stream"] = interval_over_seeds([r.seconds for r in records])
     return summary
