@@ -22,6 +22,12 @@ def test_every_recipe_loads(recipe):
         config = load_rl_config(recipe)
         with pytest.raises(ConfigError, match="meta-RL recipe"):
             load_config(recipe)
+    elif recipe.parent.name == "bilevel":
+        from innerloop.bilevel.recipe import load_recipe
+
+        config = load_recipe(recipe)
+        with pytest.raises(ConfigError, match="hyperparameter-learning recipe"):
+            load_config(recipe)
     else:
         config = load_config(recipe)
     assert config.name in recipe.read_text()

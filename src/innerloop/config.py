@@ -279,6 +279,9 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
     if "env" in tree:
         raise ConfigError("this is a meta-RL recipe (it has an 'env' section): train it with `innerloop train`, "
                           "or load it with innerloop.rl.config.load_rl_config")
+    if "experiment" in tree:
+        raise ConfigError("this is a hyperparameter-learning recipe (it names an 'experiment'): run it with "
+                          "`innerloop train`, or load it with innerloop.bilevel.recipe.load_recipe")
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
     for assignment in overrides or []:
         _apply_override(tree, assignment)
