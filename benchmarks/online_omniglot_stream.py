@@ -314,7 +314,7 @@ def markdown_table(report: dict) -> str:
             first, second = pair.split(" - ")
             lines.append(f"| {LABELS[first]} − {LABELS[second]} | {cell(values['final_seen_accuracy'])} | "
                          f"{cell(values['forgetting'])} |")
-    lines += [f"", *report.get("notes", [])] if report.get("notes") else []
+    lines += ["", *report.get("notes", [])] if report.get("notes") else []
     return "\n".join(lines) + "\n"
 
 

@@ -39,16 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from innerloop.bilevel.problem import BilevelProblem, Hypergradient, check_inputs, detached, gradient_norm
 from innerloop.errors import ConfigError
 from innerloop.functional.implicit import conjugate_gradient
 from innerloop.functional.params import Params
-
-
-def _dot(left: Params, right: Params) -> Tensor:
-    return sum((left[name] * right[name]).sum() for name in left)
 
 
 def _refuse_solver_only(problem: BilevelProblem, solution: Params, hyperparameters: Params) -> None:

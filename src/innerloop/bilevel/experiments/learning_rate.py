@@ -41,7 +41,8 @@ MODES = ("unrolled", "truncated", "forward")
 RUNS_PER_HYPERGRADIENT = {"unrolled": 3, "truncated": 2, "forward": 10}
 
 
-def _logits(weights: Params, inputs: Tensor) -> Tensor:
+def mlp_logits(weights: Params, inputs: Tensor) -> Tensor:
+    """The one-hidden-layer ReLU network of this recipe and the reweighting recipe."""
     return torch.relu(inputs @ weights["hidden"] + weights["hidden_bias"]) @ weights["out"] + weights["out_bias"]
 
 
@@ -55,10 +56,10 @@ def initial_weights(features: int, hidden_units: int, seed: int) -> Params:
 
 def problem_for(splits: Splits, inner_steps: int) -> BilevelProblem:
     def inner(weights: Params, h: Params) -> Tensor:
-        return torch.nn.functional.cross_entropy(_logits(weights, splits.train_x), splits.train_y)
+        return torch.nn.functional.cross_entropy(mlp_logits(weights, splits.train_x), splits.train_y)
 
     def outer(weights: Params, h: Params) -> Tensor:
-        return torch.nn.functional.cross_entropy(_logits(weights, splits.val_x), splits.val_y)
+        return torch.nn.functional.cross_entropy(mlp_logits(weights, splits.val_x), splits.val_y)
 
     solver = GradientDescent(inner_steps, lambda h: MomentumSGD(torch.exp(h["log_lr"]),
                                                                  torch.sigmoid(h["momentum_logit"])))
@@ -70,7 +71,7 @@ def _score(problem: BilevelProblem, splits: Splits, start: Params, lr: float, mo
     with torch.no_grad():
         weights, _ = problem.solver.run(problem.inner_loss, start, hyper)
         val_loss = float(problem.outer_loss(weights, hyper))
-        test_logits = _logits(weights, splits.test_x)
+        test_logits = mlp_logits(weights, splits.test_x)
     test_accuracy = float((test_logits.argmax(1) == splits.test_y).float().mean())
     return {"val_loss": val_loss if math.isfinite(val_loss) else float("inf"), "test_accuracy": test_accuracy,
             "lr": lr, "momentum": momentum}

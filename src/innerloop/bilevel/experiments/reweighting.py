@@ -31,22 +31,18 @@ import torch
 from torch import Tensor
 
 from innerloop.bilevel.experiments.data import Splits
-from innerloop.bilevel.experiments.learning_rate import initial_weights
+from innerloop.bilevel.experiments.learning_rate import initial_weights, mlp_logits
 from innerloop.bilevel.learning_to_reweight import example_weights
 from innerloop.functional.params import Params
 
 
-def _logits(weights: Params, inputs: Tensor) -> Tensor:
-    return torch.relu(inputs @ weights["hidden"] + weights["hidden_bias"]) @ weights["out"] + weights["out_bias"]
-
-
 def _per_example(weights: Params, inputs: Tensor, labels: Tensor) -> Tensor:
-    return torch.nn.functional.cross_entropy(_logits(weights, inputs), labels, reduction="none")
+    return torch.nn.functional.cross_entropy(mlp_logits(weights, inputs), labels, reduction="none")
 
 
 def _accuracy(weights: Params, inputs: Tensor, labels: Tensor) -> float:
     with torch.no_grad():
-        return float((_logits(weights, inputs).argmax(1) == labels).float().mean())
+        return float((mlp_logits(weights, inputs).argmax(1) == labels).float().mean())
 
 
 def _train(splits: Splits, settings: dict[str, Any], seed: int, rule: str, keep: float = 1.0,
